@@ -1,0 +1,102 @@
+//! The server's options: the protocol's limits, plus the few knobs some
+//! models have. Parsed once by the `lab` binary and handed to every model.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::protocol::DEFAULT_MAX_LINE;
+
+/// Options common to every model (PROTOCOL.md's limits and the address).
+#[derive(Args, Clone, Debug)]
+pub struct Config {
+    /// Address to listen on; port 0 asks the kernel for a free port.
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "HOST:PORT")]
+    pub addr: String,
+
+    /// MAX_LINE: bytes without an LF (the LF counted) before `error: line too long`.
+    #[arg(long, default_value_t = DEFAULT_MAX_LINE, value_name = "BYTES",
+          value_parser = parse_positive)]
+    pub max_line: usize,
+
+    /// MAX_CONNS: open connections beyond which a new one gets `error: too many connections`.
+    #[arg(long, default_value_t = 10_000, value_name = "N",
+          value_parser = parse_positive)]
+    pub max_conns: usize,
+
+    /// MAX_PENDING: bytes of unsent responses beyond which the server stops reading a connection.
+    #[arg(long, default_value_t = 262_144, value_name = "BYTES",
+          value_parser = parse_positive)]
+    pub max_pending: usize,
+
+    /// IDLE_TIMEOUT in seconds (fractions allowed); 0 turns it off.
+    #[arg(long, default_value = "300", value_name = "SECS", value_parser = parse_secs)]
+    pub idle_timeout: Duration,
+
+    /// DRAIN_TIMEOUT in seconds: how long a graceful shutdown may take.
+    #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_secs)]
+    pub drain_timeout: Duration,
+
+    /// Print a status line on stderr every second.
+    #[arg(long)]
+    pub stats: bool,
+
+    /// Threads or processes, for the models that have a pool or several loops
+    /// (filled from `--workers` where the model accepts it).
+    #[arg(skip = 1usize)]
+    pub workers: usize,
+
+    /// Options only some models take, filled by the `lab` binary from the
+    /// flags that model declares.
+    #[arg(skip)]
+    pub tuning: Tuning,
+}
+
+/// Knobs particular to some models. Each is documented where it is used and
+/// offered on the command line only for the models that declare it.
+#[derive(Clone, Debug, Default)]
+pub struct Tuning {
+    /// epoll: edge-triggered instead of level-triggered.
+    pub edge: bool,
+    /// nonblocking: sleep this long between sweeps that found nothing to do.
+    pub spin_sleep: Duration,
+}
+
+impl Config {
+    /// The idle timeout, or `None` when it is turned off.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (!self.idle_timeout.is_zero()).then_some(self.idle_timeout)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: "127.0.0.1:7878".into(),
+            max_line: DEFAULT_MAX_LINE,
+            max_conns: 10_000,
+            max_pending: 262_144,
+            idle_timeout: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(5),
+            stats: false,
+            workers: 1,
+            tuning: Tuning::default(),
+        }
+    }
+}
+
+/// Parses a whole number of at least 1.
+pub fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{text}` is not a whole number of at least 1")),
+    }
+}
+
+/// Parses a non-negative number of seconds, fractions allowed (`0.5`).
+pub fn parse_secs(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is not a duration in seconds"))
+}

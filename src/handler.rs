@@ -1,0 +1,159 @@
+//! The connection handler of the blocking family: one function that serves
+//! one connection from its first byte to its close, written as if every call
+//! blocked.
+//!
+//! `blocking`, `fork`, `prefork`, `threads` and `threadpool` all run
+//! [`handle`] on their connections; they differ only in *where* it runs (the
+//! listening thread, a child process, a pooled process, a thread, a pooled
+//! thread). The coroutine model runs this same function on a coroutine whose
+//! socket suspends instead of blocking. That one function serving six models
+//! is the lab's central lesson.
+//!
+//! What it does, in protocol terms:
+//!
+//! ```text
+//! loop:
+//!     read up to 16 KiB            (blocks; SO_RCVTIMEO = idle timeout)
+//!       timeout      -> send "error: idle timeout", close
+//!       0 bytes      -> end of stream: answer the tail (if the client
+//!                       closed, not if we are shutting down), close
+//!     feed the codec               (no syscalls)
+//!     write every response          (blocks until the kernel took it all)
+//!       line too long -> the error line went out last; close
+//! ```
+//!
+//! Backpressure comes free: while a write blocks we do not read, so a client
+//! that never reads fills its socket buffers and TCP flow control stops it.
+//! At most one read's worth of responses (16 KiB, or `MAX_PENDING` if that is
+//! smaller) is ever held.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::listener::{Acceptor, Admitted};
+use crate::protocol::{Codec, ERR_IDLE_TIMEOUT};
+use crate::shutdown;
+use crate::sys::counters::{self, Counter};
+use crate::sys::Stream;
+
+/// How much one read asks for. Large enough that a pipelining client's
+/// burst arrives in a few reads, small enough to sit on a coroutine's stack
+/// budget (we keep it on the heap anyway).
+pub const READ_SIZE: usize = 16 * 1024;
+
+/// A byte stream the handler can serve: a blocking socket, or a coroutine's
+/// socket that only looks blocking.
+pub trait Conn: Read + Write {
+    /// Makes reads give up with `WouldBlock` or `TimedOut` after `timeout`.
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Makes writes give up with `WouldBlock` or `TimedOut` after `timeout`.
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl Conn for Stream {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        Stream::set_read_timeout(self, timeout)
+    }
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        Stream::set_write_timeout(self, timeout)
+    }
+}
+
+/// Serves one connection to its end. An IO error (a reset, a broken pipe)
+/// ends the connection and is counted, never propagated: one client's
+/// trouble is not the server's.
+pub fn handle<C: Conn>(conn: &mut C, config: &Config) {
+    if serve(conn, config).is_err() {
+        counters::totals()
+            .gauges
+            .conn_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn serve<C: Conn>(conn: &mut C, config: &Config) -> io::Result<()> {
+    let mut codec = Codec::new(config.max_line);
+    let mut input = vec![0; READ_SIZE.min(config.max_pending)];
+    let mut output = Vec::with_capacity(input.len());
+    // A client that sends nothing, or reads nothing while we wait to give it
+    // its answers, for the idle timeout is cut off.
+    conn.set_read_timeout(config.idle_timeout())?;
+    conn.set_write_timeout(config.idle_timeout())?;
+    loop {
+        let n = match conn.read(&mut input) {
+            Ok(n) => n,
+            // A signal: if it was a stop signal, the read side has been shut
+            // down and the next read returns what is left, then 0.
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if is_timeout(&e) => {
+                write_all(conn, ERR_IDLE_TIMEOUT, config)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            // End of input. If the client half-closed, its unterminated tail
+            // is answered; if we are shutting down, the tail is not a
+            // complete line and gets no answer.
+            if !shutdown::requested() {
+                codec.finish(&mut output);
+            }
+            return write_all(conn, &output, config);
+        }
+        counters::add(Counter::BytesIn, n as u64);
+        let decoded = codec.decode(&input[..n], &mut output);
+        let lines = match decoded {
+            Ok(lines) => lines,
+            Err(too_long) => too_long.lines,
+        };
+        counters::add(Counter::Requests, lines);
+        write_all(conn, &output, config)?;
+        output.clear();
+        if decoded.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Writes all of `bytes`, coping with short writes and signals. Once a stop
+/// signal has arrived, a write may wait only the drain timeout.
+fn write_all<C: Conn>(conn: &mut C, mut bytes: &[u8], config: &Config) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match conn.write(bytes) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                counters::add(Counter::BytesOut, n as u64);
+                bytes = &bytes[n..];
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {
+                if shutdown::requested() {
+                    conn.set_write_timeout(Some(config.drain_timeout))?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn is_timeout(err: &io::Error) -> bool {
+    matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// Waits for the next connection the blocking way. `Ok(None)` once the
+/// server is shutting down (the listener was shut down, so `accept` fails
+/// with `EINVAL`, or a stop signal interrupted it).
+pub fn accept_next(acceptor: &mut Acceptor) -> io::Result<Option<Admitted>> {
+    loop {
+        if shutdown::requested() {
+            return Ok(None);
+        }
+        match acceptor.accept() {
+            Ok(Some(conn)) => return Ok(Some(conn)),
+            Ok(None) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}

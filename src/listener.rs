@@ -1,0 +1,218 @@
+//! The listening socket, and the accept step every model shares: descriptor
+//! exhaustion and the `MAX_CONNS` limit are handled here once.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::protocol::ERR_TOO_MANY_CONNS;
+use crate::sys::{self, counters, Blocking};
+
+/// How many connections may wait in the kernel's accept queue. The kernel
+/// caps it at `net.core.somaxconn` (4096 by default since Linux 5.4).
+const BACKLOG: i32 = 4096;
+
+/// Binds a listening TCP socket (`SO_REUSEADDR`, `CLOEXEC`, IPv4 or IPv6).
+///
+/// With `reuse_port`, `SO_REUSEPORT` is set too, so that
+/// [`bind_sibling`] can bind more listeners to the same port and the kernel
+/// spreads connections across them (one per worker loop). It is off
+/// otherwise, so that starting a second server on a busy port fails loudly.
+pub fn bind(addr: &str, reuse_port: bool) -> io::Result<TcpListener> {
+    let mut last_err = None;
+    for addr in addr.to_socket_addrs()? {
+        match bind_one(addr, reuse_port) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind")))
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
+    // socket2 creates sockets with SOCK_CLOEXEC.
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Binds another listener to the same address as `listener`, which must have
+/// been bound with `reuse_port` (for models with one loop per worker).
+pub fn bind_sibling(listener: &TcpListener) -> io::Result<TcpListener> {
+    bind_one(listener.local_addr()?, true)
+}
+
+/// Takes connections off a listener, enforcing `MAX_CONNS` and surviving
+/// descriptor exhaustion.
+///
+/// **EMFILE.** When the process is out of descriptors, `accept` fails with
+/// `EMFILE` but the connection stays in the queue, so the listener stays
+/// readable: a loop that just retries spins at 100 % CPU. We keep one spare
+/// descriptor (`/dev/null`) open; on `EMFILE` we close it, accept the
+/// connection into the freed slot, tell the client `error: too many
+/// connections`, close it, and reopen the spare. The queue drains, the loop
+/// sleeps in its wait as usual, and connections already open are untouched.
+/// (libev and nginx use the same trick.)
+pub struct Acceptor {
+    listener: TcpListener,
+    blocking: Blocking,
+    max_conns: usize,
+    spare: Option<OwnedFd>,
+}
+
+/// A connection admitted under `MAX_CONNS`: dropping it gives the place back.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The connected socket.
+    pub fd: OwnedFd,
+    permit: ConnPermit,
+}
+
+impl Admitted {
+    /// Splits the socket from its place in the `MAX_CONNS` count.
+    pub fn into_parts(self) -> (OwnedFd, ConnPermit) {
+        (self.fd, self.permit)
+    }
+}
+
+/// One place in the `MAX_CONNS` count, given back on drop.
+#[derive(Debug)]
+pub struct ConnPermit(());
+
+impl ConnPermit {
+    /// Keeps the place taken after this value is gone: the fork model's
+    /// parent gives it back when it reaps the child instead.
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        counters::close_conn();
+    }
+}
+
+impl Acceptor {
+    /// Wraps a listener. With `Blocking::No` the listener itself is made
+    /// non-blocking too, so `accept` returns `Ok(None)` when the queue is
+    /// empty instead of waiting.
+    pub fn new(listener: TcpListener, blocking: Blocking, max_conns: usize) -> io::Result<Self> {
+        listener.set_nonblocking(blocking == Blocking::No)?;
+        Ok(Acceptor {
+            listener,
+            blocking,
+            max_conns,
+            spare: open_spare(),
+        })
+    }
+
+    /// The listening socket (to register with a poller, or to watch for
+    /// shutdown).
+    pub fn listener(&self) -> &TcpListener {
+        &self.listener
+    }
+
+    /// Accepts one connection.
+    ///
+    /// `Ok(None)` means there was nothing to hand over: the queue was empty
+    /// (non-blocking), a signal interrupted the wait, the client gave up
+    /// before we took it, or the connection was turned away for
+    /// `MAX_CONNS` or for lack of descriptors. The caller checks for
+    /// shutdown and goes on. `Err` means the listener itself is unusable (at
+    /// shutdown the listener is shut down and `accept` fails with `EINVAL`).
+    pub fn accept(&mut self) -> io::Result<Option<Admitted>> {
+        let fd = match sys::accept(self.listener.as_fd(), self.blocking) {
+            Ok(fd) => fd,
+            Err(e) => return self.accept_failed(e),
+        };
+        if !counters::try_open_conn(self.max_conns) {
+            turn_away(fd);
+            return Ok(None);
+        }
+        Ok(Some(Admitted {
+            fd,
+            permit: ConnPermit(()),
+        }))
+    }
+
+    fn accept_failed(&mut self, err: io::Error) -> io::Result<Option<Admitted>> {
+        match err.raw_os_error() {
+            Some(libc::EAGAIN | libc::EINTR) => Ok(None),
+            // The peer reset or gave up while queued, or a transient network
+            // error accept(2) tells us to treat like EAGAIN.
+            Some(
+                libc::ECONNABORTED
+                | libc::EPROTO
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH,
+            ) => Ok(None),
+            Some(libc::EMFILE | libc::ENFILE) => {
+                self.shed_one();
+                Ok(None)
+            }
+            // ENOBUFS/ENOMEM: the kernel is short of memory; the connection
+            // stays queued. Back off briefly rather than spin.
+            Some(libc::ENOBUFS | libc::ENOMEM) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                Ok(None)
+            }
+            _ => Err(err),
+        }
+    }
+
+    /// Out of descriptors: free the spare, use it to take one connection off
+    /// the queue and turn it away, then take the spare back.
+    fn shed_one(&mut self) {
+        match self.spare.take() {
+            Some(spare) => {
+                drop(spare);
+                if let Ok(fd) = sys::accept(self.listener.as_fd(), self.blocking) {
+                    turn_away(fd);
+                }
+                self.spare = open_spare();
+            }
+            // Another thread took the descriptor we freed before we could
+            // reopen the spare. Without one we cannot drain the queue, so
+            // wait a little for connections to close instead of spinning.
+            None => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                self.spare = open_spare();
+            }
+        }
+    }
+}
+
+/// Tells a client we cannot take it, and closes it. The write cannot block:
+/// the socket is new and its send buffer empty, and `MSG_DONTWAIT` makes sure.
+fn turn_away(fd: OwnedFd) {
+    let _ = socket2::SockRef::from(&fd).send_with_flags(ERR_TOO_MANY_CONNS, libc::MSG_DONTWAIT);
+    drop(fd);
+}
+
+fn open_spare() -> Option<OwnedFd> {
+    // std opens files with O_CLOEXEC.
+    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+}
+
+impl AsRawFd for Acceptor {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.listener.as_raw_fd()
+    }
+}

@@ -1,0 +1,152 @@
+//! `lab`: run a model, list them, or talk to one.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
+
+use iolab::config::Config;
+use iolab::models::{self, Model, ModelOption};
+use iolab::{client, listener, shutdown, stats, sys};
+
+fn cli() -> Command {
+    let mut lab = Command::new("lab")
+        .about("A lab of Linux IO models serving the UPPER protocol")
+        .long_about(
+            "A lab of Linux IO models serving the UPPER protocol: every line a client sends comes \
+             back upper-cased. `lab list` names the models; `lab MODEL` serves with one.",
+        )
+        .subcommand_required(true)
+        .subcommand(Command::new("list").about("List every model, in teaching order"))
+        .subcommand(
+            Command::new("client")
+                .about("Send standard input line by line to a server and print the replies")
+                .arg(
+                    Arg::new("addr")
+                        .default_value("127.0.0.1:7878")
+                        .value_name("HOST:PORT"),
+                ),
+        );
+    for model in models::all() {
+        lab = lab.subcommand(model_command(model));
+    }
+    lab
+}
+
+fn model_command(model: &Model) -> Command {
+    let mut command = Config::augment_args(
+        Command::new(model.name)
+            .about(model.summary)
+            .long_about(format!("{}\n\n{}", model.summary, model.about)),
+    );
+    for option in model.options {
+        command = command.arg(match option {
+            ModelOption::Workers { default } => Arg::new("workers")
+                .long("workers")
+                .value_name("N")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help(format!(
+                    "Workers (threads or processes) in the pool [default: {default}]"
+                )),
+        });
+    }
+    command
+}
+
+fn main() -> ExitCode {
+    let matches = match cli().try_get_matches() {
+        Ok(matches) => matches,
+        Err(err) => return clap_error(err),
+    };
+    let result = match matches.subcommand() {
+        Some(("list", _)) => {
+            list();
+            Ok(())
+        }
+        Some(("client", args)) => {
+            let addr = args.get_one::<String>("addr").expect("has a default");
+            client::run(addr).map_err(|e| format!("cannot talk to {addr}: {e}"))
+        }
+        Some((name, args)) => {
+            let model = models::find(name).expect("clap only accepts known models");
+            serve(model, args)
+        }
+        None => unreachable!("clap requires a subcommand"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("lab: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version go out whole; a usage error is cut to its first line,
+/// as PROTOCOL.md asks of the binary.
+fn clap_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind::*;
+    if matches!(err.kind(), DisplayHelp | DisplayVersion) {
+        let _ = err.print();
+        return ExitCode::SUCCESS;
+    }
+    if err.kind() == DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = err.print();
+        return ExitCode::from(2);
+    }
+    let rendered = err.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    eprintln!("lab: {}", first.trim_start_matches("error: "));
+    ExitCode::from(2)
+}
+
+fn list() {
+    let mut family = None;
+    let width = models::all()
+        .iter()
+        .map(|m| m.name.len())
+        .max()
+        .unwrap_or(0);
+    for model in models::all() {
+        if family != Some(model.family) {
+            if family.is_some() {
+                println!();
+            }
+            println!("# {}", model.family.heading());
+            family = Some(model.family);
+        }
+        println!("{:width$}  {}", model.name, model.summary);
+    }
+}
+
+fn serve(model: &Model, args: &ArgMatches) -> Result<(), String> {
+    let mut config = Config::from_arg_matches(args).map_err(|e| e.to_string())?;
+    if let Some(default) = model.default_workers() {
+        config.workers = args
+            .get_one::<u64>("workers")
+            .map_or(default, |&n| n as usize);
+    }
+    shutdown::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    // Map the shared counters now, before any model forks.
+    sys::counters::totals();
+    let started = Instant::now();
+
+    let reuse_port = model.listener_per_worker && config.workers > 1;
+    let listener = listener::bind(&config.addr, reuse_port)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on {local} (model {})", model.name);
+    let _ = std::io::stdout().flush();
+    if config.stats {
+        stats::spawn_status_line().map_err(|e| format!("cannot start the status line: {e}"))?;
+    }
+
+    (model.serve)(listener, &config).map_err(|e| format!("model {}: {e}", model.name))?;
+
+    let summary = stats::summary(model.name, started);
+    let json = serde_json::to_string(&summary).map_err(|e| e.to_string())?;
+    println!("summary {json}");
+    let _ = std::io::stdout().flush();
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! Graceful shutdown on SIGINT and SIGTERM, for every model.
+//!
+//! PROTOCOL.md asks a server that is told to stop to stop accepting, answer
+//! every complete line it already holds, flush, close and exit 0, all within
+//! the drain timeout. The hard part is *waking* code that is blocked in a
+//! system call, and doing it without a race: a flag checked just before a
+//! blocking call can be set just after the check, and the call then sleeps
+//! forever.
+//!
+//! The signal handler therefore does not only set a flag. It also acts on the
+//! sockets, with calls that are async-signal-safe and whose effect *lasts*,
+//! so that it does not matter whether the blocked call has started yet:
+//!
+//! - every watched **listener** is `shutdown(2)`: a blocked or future
+//!   `accept` fails at once with `EINVAL`, and the accept loop ends;
+//! - the **connection the current thread is serving** (single-threaded
+//!   servers: `blocking`, each `fork` child, each `prefork` worker) gets its
+//!   read side shut down: `read` returns the bytes already received, then 0,
+//!   which the handler treats as the end of input;
+//! - an **eventfd** becomes readable, so loops that wait in `poll`, `epoll`,
+//!   `select` or io_uring wake up by watching it like any other descriptor.
+//!
+//! Multi-threaded servers keep their connections in [`Connections`] and shut
+//! their read sides down from the main thread once `accept` has failed.
+//!
+//! The handler is installed without `SA_RESTART`, so a blocked call is also
+//! interrupted with `EINTR`; the wrappers treat that as "look again".
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+use crate::sys;
+
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+/// The connection this (single-threaded) process is serving, or -1.
+static SERVING: AtomicI32 = AtomicI32::new(-1);
+/// Listeners to shut down on a signal; -1 marks a free slot.
+static LISTENERS: [AtomicI32; MAX_LISTENERS] = [const { AtomicI32::new(-1) }; MAX_LISTENERS];
+const MAX_LISTENERS: usize = 256;
+
+/// Installs the handlers. Call once, before any thread or child is started.
+///
+/// Also ignores `SIGPIPE`: a write to a client that has gone away then
+/// fails with `EPIPE`, which the connection's code handles, instead of
+/// killing the server.
+pub fn install() -> io::Result<()> {
+    // SAFETY: plain eventfd(2) call; we own the returned descriptor for the
+    // life of the process (it is never closed, like a static).
+    let fd = unsafe { sys::syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) }?;
+    WAKE_FD.store(fd, SeqCst);
+    let stop = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: `on_signal` only touches atomics and makes async-signal-safe
+    // system calls (write, shutdown), and it saves and restores errno.
+    unsafe {
+        signal::sigaction(Signal::SIGINT, &stop)?;
+        signal::sigaction(Signal::SIGTERM, &stop)?;
+        signal::sigaction(Signal::SIGPIPE, &ignore)?;
+    }
+    Ok(())
+}
+
+extern "C" fn on_signal(_signal: libc::c_int) {
+    // SAFETY: errno is thread-local; we restore it so that the interrupted
+    // code sees the errno of its own call, not of ours.
+    let saved_errno = unsafe { *libc::__errno_location() };
+    REQUESTED.store(true, SeqCst);
+    let one: u64 = 1;
+    let wake = WAKE_FD.load(SeqCst);
+    if wake >= 0 {
+        // SAFETY: writing 8 bytes from a live stack variable to our eventfd.
+        unsafe { libc::write(wake, (&one as *const u64).cast(), 8) };
+    }
+    for slot in &LISTENERS {
+        let fd = slot.load(SeqCst);
+        if fd >= 0 {
+            sys::shutdown_read(fd);
+        }
+    }
+    let serving = SERVING.load(SeqCst);
+    if serving >= 0 {
+        sys::shutdown_read(serving);
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved_errno };
+}
+
+/// Whether SIGINT or SIGTERM has arrived.
+pub fn requested() -> bool {
+    REQUESTED.load(SeqCst)
+}
+
+/// A descriptor that becomes readable when shutdown is requested, for loops
+/// that wait on many descriptors. (Nobody reads it, so it stays readable.)
+pub fn wake_fd() -> BorrowedFd<'static> {
+    let fd = WAKE_FD.load(SeqCst);
+    assert!(fd >= 0, "shutdown::install was not called");
+    // SAFETY: the eventfd is opened once in `install` and never closed.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// Shuts `listener` down when a stop signal arrives (see the module doc).
+/// The listener must stay open for the life of the process, or be
+/// unwatched with [`forget_listeners`] before it is closed.
+pub fn watch_listener(listener: &impl AsRawFd) {
+    let fd = listener.as_raw_fd();
+    for slot in &LISTENERS {
+        if slot.compare_exchange(-1, fd, SeqCst, SeqCst).is_ok() {
+            if requested() {
+                // The signal came before we were watching: act for it.
+                sys::shutdown_read(fd);
+            }
+            return;
+        }
+    }
+    panic!("more than {MAX_LISTENERS} listeners watched");
+}
+
+/// Stops watching every listener: a forked child calls this so that a
+/// signal sent to the child alone never shuts the parent's listener.
+pub fn forget_listeners() {
+    for slot in &LISTENERS {
+        slot.store(-1, SeqCst);
+    }
+}
+
+/// The connection this single-threaded process is serving, marked so that a
+/// stop signal shuts down its read side. Like [`Registered`] it owns the
+/// socket: dropping it unmarks first and closes after, so the handler can
+/// never shut down a descriptor number that has been reused.
+pub struct Serving<S: AsRawFd> {
+    conn: std::mem::ManuallyDrop<S>,
+}
+
+impl<S: AsRawFd> Serving<S> {
+    /// Marks `conn` as served by this process. Only for processes that serve
+    /// one connection at a time on their main thread.
+    pub fn mark(conn: S) -> Serving<S> {
+        SERVING.store(conn.as_raw_fd(), SeqCst);
+        if requested() {
+            sys::shutdown_read(conn.as_raw_fd());
+        }
+        Serving {
+            conn: std::mem::ManuallyDrop::new(conn),
+        }
+    }
+}
+
+impl<S: AsRawFd> std::ops::Deref for Serving<S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.conn
+    }
+}
+
+impl<S: AsRawFd> std::ops::DerefMut for Serving<S> {
+    fn deref_mut(&mut self) -> &mut S {
+        &mut self.conn
+    }
+}
+
+impl<S: AsRawFd> Drop for Serving<S> {
+    fn drop(&mut self) {
+        SERVING.store(-1, SeqCst);
+        // SAFETY: `conn` is dropped exactly once, here, and never used again.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.conn) };
+    }
+}
+
+/// Blocks the stop signals (and `SIGCHLD`) in the calling thread while `f`
+/// spawns threads, which inherit the mask. The signals are then always
+/// delivered to the main thread, whose blocked `accept` they must interrupt.
+pub fn spawn_without_signals<T>(f: impl FnOnce() -> T) -> T {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGINT);
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGCHLD);
+    let mut old = SigSet::empty();
+    // pthread_sigmask fails only for an invalid `how`, which this is not.
+    let _ = signal::pthread_sigmask(signal::SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old));
+    let result = f();
+    let _ = signal::pthread_sigmask(signal::SigmaskHow::SIG_SETMASK, Some(&old), None);
+    result
+}
+
+/// Spawns a named thread that never receives the stop signals.
+pub fn spawn_thread<F>(name: String, f: F) -> io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    spawn_without_signals(|| std::thread::Builder::new().name(name).spawn(f))
+}
+
+/// The open connections of a multi-threaded server, so that the main thread
+/// can wake the threads serving them at shutdown.
+///
+/// A thread registers its socket when it takes the connection and
+/// deregisters it *before closing it*, under the same lock that the main
+/// thread holds while shutting sockets down, so the main thread can never
+/// act on a descriptor number that has been closed and reused.
+#[derive(Default)]
+pub struct Connections {
+    open: Mutex<Registry>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Registry {
+    fds: HashMap<u64, RawFd>,
+    next_id: u64,
+    stopping: bool,
+}
+
+/// A connection registered in [`Connections`]. It owns the socket, so the
+/// order that makes the registry safe is enforced by the type: dropping it
+/// deregisters first and closes the socket after.
+pub struct Registered<'a, S: AsRawFd> {
+    connections: &'a Connections,
+    id: u64,
+    conn: std::mem::ManuallyDrop<S>,
+}
+
+impl<S: AsRawFd> std::ops::Deref for Registered<'_, S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        &self.conn
+    }
+}
+
+impl<S: AsRawFd> std::ops::DerefMut for Registered<'_, S> {
+    fn deref_mut(&mut self) -> &mut S {
+        &mut self.conn
+    }
+}
+
+impl Connections {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // A thread that panicked while holding the lock left the map in a
+        // consistent state (each operation is one insert or remove).
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers `conn`. If shutdown has begun, its read side is shut down
+    /// at once, so a connection taken from a queue late still drains.
+    pub fn register<S: AsRawFd>(&self, conn: S) -> Registered<'_, S> {
+        let mut registry = self.lock();
+        let id = registry.next_id;
+        registry.next_id += 1;
+        registry.fds.insert(id, conn.as_raw_fd());
+        if registry.stopping {
+            sys::shutdown_read(conn.as_raw_fd());
+        }
+        Registered {
+            connections: self,
+            id,
+            conn: std::mem::ManuallyDrop::new(conn),
+        }
+    }
+
+    /// How many connections are registered.
+    pub fn len(&self) -> usize {
+        self.lock().fds.len()
+    }
+
+    /// Whether no connection is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Begins the drain: shuts down the read side of every connection, then
+    /// waits until all have deregistered or `drain_timeout` has passed, and
+    /// then shuts down both sides of any that remain, so that threads stuck
+    /// writing to clients that do not read give up at once.
+    pub fn drain(&self, drain_timeout: Duration) {
+        let deadline = Instant::now() + drain_timeout;
+        let mut registry = self.lock();
+        registry.stopping = true;
+        for &fd in registry.fds.values() {
+            sys::shutdown_read(fd);
+        }
+        while !registry.fds.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                for &fd in registry.fds.values() {
+                    sys::shutdown_both(fd);
+                }
+                return;
+            }
+            registry = match self.changed.wait_timeout(registry, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// Waits until every connection has deregistered (after [`drain`](Self::drain)
+    /// has forced the stragglers, this is quick).
+    pub fn wait_empty(&self) {
+        let mut registry = self.lock();
+        while !registry.fds.is_empty() {
+            registry = match self.changed.wait(registry) {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+        }
+    }
+}
+
+impl<S: AsRawFd> Drop for Registered<'_, S> {
+    fn drop(&mut self) {
+        let mut registry = self.connections.lock();
+        registry.fds.remove(&self.id);
+        drop(registry);
+        // SAFETY: `conn` is dropped exactly once, here, and never used again.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.conn) };
+        self.connections.changed.notify_all();
+    }
+}

@@ -1,0 +1,165 @@
+//! What a run cost: the summary line printed at exit and the once-a-second
+//! status line of `--stats`. Both read the counters kept by [`crate::sys`].
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::shutdown;
+use crate::sys::counters::{self, Counter};
+
+/// The last line a server prints, as `summary {JSON}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Summary {
+    /// The model's name.
+    pub model: String,
+    /// Connections accepted (turned-away ones included).
+    pub accepted: u64,
+    /// Requests (complete lines) answered.
+    pub requests: u64,
+    /// Bytes received from clients.
+    pub bytes_in: u64,
+    /// Bytes sent to clients.
+    pub bytes_out: u64,
+    /// The most connections open at once.
+    pub peak_conns: u64,
+    /// Connections ended by an IO error (reset, broken pipe, write timeout).
+    pub conn_errors: u64,
+    /// Child processes that died of a signal (process models).
+    pub children_crashed: u64,
+    /// System calls on the hot path, by name; only those made at least once.
+    pub syscalls: BTreeMap<String, u64>,
+    /// User CPU seconds, this process and its reaped children.
+    pub cpu_user_s: f64,
+    /// System CPU seconds, this process and its reaped children.
+    pub cpu_sys_s: f64,
+    /// Peak resident memory in KiB: this process's peak plus the largest
+    /// peak of any reaped child (getrusage keeps no sum over children).
+    pub max_rss_kb: u64,
+    /// Seconds from start to the end of the drain.
+    pub wall_s: f64,
+}
+
+impl Summary {
+    /// Total syscalls per answered request (0 when nothing was answered).
+    pub fn syscalls_per_request(&self) -> f64 {
+        let total: u64 = self.syscalls.values().sum();
+        if self.requests == 0 {
+            0.0
+        } else {
+            total as f64 / self.requests as f64
+        }
+    }
+}
+
+/// Reads everything into a [`Summary`]. Flushes the calling thread's counts
+/// first; other threads must have exited (or flushed) for exact numbers.
+pub fn summary(model: &str, started: Instant) -> Summary {
+    counters::flush();
+    let totals = counters::totals();
+    let usage = Usage::now();
+    Summary {
+        model: model.to_string(),
+        accepted: totals.get(Counter::Accepted),
+        requests: totals.get(Counter::Requests),
+        bytes_in: totals.get(Counter::BytesIn),
+        bytes_out: totals.get(Counter::BytesOut),
+        peak_conns: totals.gauges.peak_conns.load(Relaxed).max(0) as u64,
+        conn_errors: totals.gauges.conn_errors.load(Relaxed),
+        children_crashed: totals.gauges.children_crashed.load(Relaxed),
+        syscalls: syscall_counts(),
+        cpu_user_s: usage.user.as_secs_f64(),
+        cpu_sys_s: usage.system.as_secs_f64(),
+        max_rss_kb: usage.max_rss_kb,
+        wall_s: started.elapsed().as_secs_f64(),
+    }
+}
+
+fn syscall_counts() -> BTreeMap<String, u64> {
+    let totals = counters::totals();
+    Counter::ALL
+        .iter()
+        .filter(|c| c.is_syscall() && totals.get(**c) > 0)
+        .map(|c| (c.name().to_string(), totals.get(*c)))
+        .collect()
+}
+
+/// CPU time and peak memory of this process plus its reaped children.
+struct Usage {
+    user: Duration,
+    system: Duration,
+    max_rss_kb: u64,
+}
+
+impl Usage {
+    fn now() -> Usage {
+        use nix::sys::resource::{getrusage, UsageWho};
+        let me = getrusage(UsageWho::RUSAGE_SELF);
+        let children = getrusage(UsageWho::RUSAGE_CHILDREN);
+        let (mut user, mut system, mut max_rss_kb) = (Duration::ZERO, Duration::ZERO, 0);
+        for usage in [me, children].into_iter().flatten() {
+            user += timeval(usage.user_time());
+            system += timeval(usage.system_time());
+            max_rss_kb += usage.max_rss().max(0) as u64;
+        }
+        Usage {
+            user,
+            system,
+            max_rss_kb,
+        }
+    }
+}
+
+fn timeval(tv: nix::sys::time::TimeVal) -> Duration {
+    Duration::new(tv.tv_sec().max(0) as u64, tv.tv_usec().max(0) as u32 * 1000)
+}
+
+/// Prints one status line a second on stderr, from a thread that never
+/// receives the stop signals, until the process exits:
+///
+/// ```text
+/// [lab] open 100 | 41230 req/s | 2.01 syscalls/req | cpu 97%
+/// ```
+pub fn spawn_status_line() -> std::io::Result<()> {
+    shutdown::spawn_thread("stats".into(), || {
+        let totals = counters::totals();
+        let syscalls = || -> u64 { syscall_counts().values().sum() };
+        let cpu = || {
+            let u = Usage::now();
+            u.user + u.system
+        };
+        let (mut last_req, mut last_sys, mut last_cpu) =
+            (totals.get(Counter::Requests), syscalls(), cpu());
+        let mut last = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let (req, sys, cpu_now, now) = (
+                totals.get(Counter::Requests),
+                syscalls(),
+                cpu(),
+                Instant::now(),
+            );
+            let secs = (now - last).as_secs_f64();
+            let requests = req - last_req;
+            let per_req = if requests == 0 {
+                0.0
+            } else {
+                (sys - last_sys) as f64 / requests as f64
+            };
+            let line = format!(
+                "[lab] open {} | {:.0} req/s | {:.2} syscalls/req | cpu {:.0}%\n",
+                totals.gauges.open_conns.load(Relaxed),
+                requests as f64 / secs,
+                per_req,
+                (cpu_now - last_cpu).as_secs_f64() / secs * 100.0,
+            );
+            // stderr may be closed; the server carries on regardless.
+            let _ = std::io::stderr().write_all(line.as_bytes());
+            (last_req, last_sys, last_cpu, last) = (req, sys, cpu_now, now);
+        }
+    })
+    .map(drop)
+}

@@ -1,0 +1,252 @@
+//! The only place that makes hot-path system calls.
+//!
+//! Every wrapper here does three things, and nothing else: makes the call,
+//! turns the C convention (`-1` and `errno`) into an [`io::Error`], and bumps
+//! the call's [`Counter`](counters::Counter). Model code therefore reads like
+//! the man page (`sys::read(fd, buf)`) and the summary line's syscall counts
+//! are true by construction: a call that does not go through here is not
+//! made on the hot path.
+//!
+//! Calls made once at start-up (binding, `setsockopt`) go through `socket2`
+//! and `nix` instead: they are not what distinguishes one model from another.
+
+pub mod counters;
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use counters::{bump, Counter};
+
+/// Calls a libc function and turns `-1` into the `errno` it set, like mio's
+/// macro of the same name. The `unsafe` is the caller's to argue.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        let res = libc::$fn($($arg),*);
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+pub(crate) use syscall;
+
+/// `read(2)`: reads at most `buf.len()` bytes from `fd`.
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    bump(Counter::Read);
+    // SAFETY: `buf` is a valid, writable region of `buf.len()` bytes for the
+    // whole call, and the kernel writes at most that many bytes into it.
+    let n = unsafe { syscall!(read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())) }?;
+    Ok(n as usize)
+}
+
+/// `write(2)`: writes at most `buf.len()` bytes to `fd`.
+///
+/// `SIGPIPE` is ignored process-wide (see [`crate::shutdown::install`]), so
+/// writing to a connection the peer has closed fails with `EPIPE` instead of
+/// killing the server.
+pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    bump(Counter::Write);
+    // SAFETY: `buf` is a valid, readable region of `buf.len()` bytes for the
+    // whole call; the kernel only reads from it.
+    let n = unsafe { syscall!(write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len())) }?;
+    Ok(n as usize)
+}
+
+/// Whether `accept` should make the new socket non-blocking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blocking {
+    /// Calls on the socket wait (the blocking family).
+    Yes,
+    /// Calls on the socket fail with `EAGAIN` instead of waiting.
+    No,
+}
+
+/// `accept4(2)`: takes the next connection off `listener`'s queue.
+///
+/// The new descriptor is always `CLOEXEC` (so a forked-and-exec'd program
+/// never inherits client sockets) and, if asked, `O_NONBLOCK`, set atomically
+/// by the same call rather than by a racy `fcntl` afterwards.
+pub fn accept(listener: BorrowedFd<'_>, blocking: Blocking) -> io::Result<OwnedFd> {
+    bump(Counter::Accept);
+    let mut flags = libc::SOCK_CLOEXEC;
+    if blocking == Blocking::No {
+        flags |= libc::SOCK_NONBLOCK;
+    }
+    // SAFETY: null address pointers are allowed by accept4(2) and mean that
+    // we do not want the peer's address.
+    let fd = unsafe {
+        syscall!(accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            flags
+        ))
+    }?;
+    bump(Counter::Accepted);
+    // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `shutdown(2)` of the read side: later reads return what is already
+/// buffered, then 0 (end of stream). Used to wake a thread blocked in `read`
+/// at shutdown. Errors are ignored: the socket may already be disconnected,
+/// which is just as good.
+pub fn shutdown_read(fd: RawFd) {
+    // SAFETY: shutdown(2) takes any integer; on a descriptor that is not a
+    // socket it fails with ENOTSOCK and changes nothing.
+    unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+}
+
+/// `shutdown(2)` of both sides: pending and future reads and writes fail at
+/// once. Used when the drain timeout runs out.
+pub fn shutdown_both(fd: RawFd) {
+    // SAFETY: as for `shutdown_read`.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+/// The result of [`fork`], seen from each side.
+pub enum Forked {
+    /// In the parent: the child's pid.
+    Parent(libc::pid_t),
+    /// In the child.
+    Child,
+}
+
+/// `fork(2)`.
+///
+/// # Safety
+///
+/// In a multi-threaded program the child has only the calling thread; it
+/// must not touch state another thread may have held locked at the fork.
+/// The lab's process models fork from their single main thread (helper
+/// threads, if any, hold no locks the child uses), and the child only serves
+/// its connection and calls `_exit`.
+pub unsafe fn fork() -> io::Result<Forked> {
+    bump(Counter::Fork);
+    // SAFETY: the caller upholds this function's contract above.
+    match unsafe { syscall!(fork()) }? {
+        0 => {
+            // The batch of counts the child inherited is the parent's to flush.
+            counters::forget_local();
+            Ok(Forked::Child)
+        }
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// A connected TCP socket whose reads and writes go through the counted
+/// wrappers above: what the blocking family of models hands the shared
+/// handler. (`std::net::TcpStream` would work just as well, but its calls
+/// would not be counted.)
+#[derive(Debug)]
+pub struct Stream {
+    fd: OwnedFd,
+}
+
+impl Stream {
+    /// Wraps a connected socket.
+    pub fn new(fd: OwnedFd) -> Self {
+        Stream { fd }
+    }
+
+    /// `SO_RCVTIMEO`: a blocking read that waits longer fails with `EAGAIN`.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        socket2::SockRef::from(&self.fd).set_read_timeout(timeout)
+    }
+
+    /// `SO_SNDTIMEO`: a blocking write that waits longer fails with `EAGAIN`.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        socket2::SockRef::from(&self.fd).set_write_timeout(timeout)
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        read(self.fd.as_fd(), buf)
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        write(self.fd.as_fd(), buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// A value of type `T` in an anonymous `MAP_SHARED` mapping: after `fork`,
+/// parent and children see the same memory, so atomics in it are shared
+/// between processes. The mapping is never unmapped (it lives as long as the
+/// process, like a `static`), which is what makes `&'static T` sound.
+pub struct SharedMem<T> {
+    ptr: NonNull<T>,
+}
+
+// SAFETY: a `SharedMem<T>` only hands out `&T`, so sharing it between threads
+// is as safe as sharing `&T`, which needs `T: Sync`.
+unsafe impl<T: Sync> Sync for SharedMem<T> {}
+// SAFETY: the mapping is not tied to the thread that created it.
+unsafe impl<T: Sync> Send for SharedMem<T> {}
+
+impl<T> SharedMem<T> {
+    /// Maps a zero-filled, shared `T`.
+    ///
+    /// # Safety
+    ///
+    /// All-zero bytes must be a valid `T` (true of atomics and arrays of
+    /// them), and `T` must be usable from several processes at once, which
+    /// rules out anything holding pointers or process-local resources.
+    pub unsafe fn zeroed() -> io::Result<Self> {
+        let len = std::mem::size_of::<T>().max(1);
+        // SAFETY: a fresh anonymous mapping aliases no Rust object; mmap
+        // returns page-aligned memory, which satisfies any `T`'s alignment
+        // (we never map a `T` aligned to more than a page).
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SharedMem {
+            ptr: NonNull::new(ptr.cast()).expect("mmap never returns null on success"),
+        })
+    }
+
+    /// The shared value.
+    pub fn get(&self) -> &T {
+        // SAFETY: the mapping is valid and zero-initialised, which the caller
+        // of `zeroed` promised is a valid `T`; it is never unmapped.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T> std::ops::Deref for SharedMem<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.get()
+    }
+}
