@@ -31,7 +31,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::listener::{Acceptor, Admitted};
+use crate::listener::{Accepted, Acceptor, Admitted};
 use crate::protocol::{Codec, ERR_IDLE_TIMEOUT};
 use crate::shutdown;
 use crate::sys::counters::{self, Counter};
@@ -150,8 +150,8 @@ pub fn accept_next(acceptor: &mut Acceptor) -> io::Result<Option<Admitted>> {
             return Ok(None);
         }
         match acceptor.accept() {
-            Ok(Some(conn)) => return Ok(Some(conn)),
-            Ok(None) => continue,
+            Ok(Accepted::Conn(conn)) => return Ok(Some(conn)),
+            Ok(Accepted::Again | Accepted::Empty) => continue,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
             Err(e) => return Err(e),
         }

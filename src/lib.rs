@@ -20,6 +20,8 @@
 
 pub mod client;
 pub mod config;
+pub mod conn;
+pub mod driver;
 pub mod handler;
 pub mod listener;
 pub mod models;
@@ -27,3 +29,4 @@ pub mod protocol;
 pub mod shutdown;
 pub mod stats;
 pub mod sys;
+pub mod timers;

@@ -71,6 +71,19 @@ pub struct Acceptor {
     spare: Option<OwnedFd>,
 }
 
+/// What one call to [`Acceptor::accept`] produced.
+#[derive(Debug)]
+pub enum Accepted {
+    /// A connection, admitted under `MAX_CONNS`.
+    Conn(Admitted),
+    /// Nothing to hand over this time, but the queue may hold more: a
+    /// signal interrupted the call, the client gave up while queued, or a
+    /// connection was turned away (`MAX_CONNS`, or out of descriptors).
+    Again,
+    /// The queue is empty (non-blocking listeners only).
+    Empty,
+}
+
 /// A connection admitted under `MAX_CONNS`: dropping it gives the place back.
 #[derive(Debug)]
 pub struct Admitted {
@@ -126,30 +139,27 @@ impl Acceptor {
 
     /// Accepts one connection.
     ///
-    /// `Ok(None)` means there was nothing to hand over: the queue was empty
-    /// (non-blocking), a signal interrupted the wait, the client gave up
-    /// before we took it, or the connection was turned away for
-    /// `MAX_CONNS` or for lack of descriptors. The caller checks for
-    /// shutdown and goes on. `Err` means the listener itself is unusable (at
-    /// shutdown the listener is shut down and `accept` fails with `EINVAL`).
-    pub fn accept(&mut self) -> io::Result<Option<Admitted>> {
+    /// `Err` means the listener itself is unusable (at shutdown the blocking
+    /// models' listener is shut down and `accept` fails with `EINVAL`).
+    pub fn accept(&mut self) -> io::Result<Accepted> {
         let fd = match sys::accept(self.listener.as_fd(), self.blocking) {
             Ok(fd) => fd,
             Err(e) => return self.accept_failed(e),
         };
         if !counters::try_open_conn(self.max_conns) {
             turn_away(fd);
-            return Ok(None);
+            return Ok(Accepted::Again);
         }
-        Ok(Some(Admitted {
+        Ok(Accepted::Conn(Admitted {
             fd,
             permit: ConnPermit(()),
         }))
     }
 
-    fn accept_failed(&mut self, err: io::Error) -> io::Result<Option<Admitted>> {
+    fn accept_failed(&mut self, err: io::Error) -> io::Result<Accepted> {
         match err.raw_os_error() {
-            Some(libc::EAGAIN | libc::EINTR) => Ok(None),
+            Some(libc::EAGAIN) => Ok(Accepted::Empty),
+            Some(libc::EINTR) => Ok(Accepted::Again),
             // The peer reset or gave up while queued, or a transient network
             // error accept(2) tells us to treat like EAGAIN.
             Some(
@@ -162,16 +172,16 @@ impl Acceptor {
                 | libc::EHOSTUNREACH
                 | libc::EOPNOTSUPP
                 | libc::ENETUNREACH,
-            ) => Ok(None),
+            ) => Ok(Accepted::Again),
             Some(libc::EMFILE | libc::ENFILE) => {
                 self.shed_one();
-                Ok(None)
+                Ok(Accepted::Again)
             }
             // ENOBUFS/ENOMEM: the kernel is short of memory; the connection
             // stays queued. Back off briefly rather than spin.
             Some(libc::ENOBUFS | libc::ENOMEM) => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
-                Ok(None)
+                Ok(Accepted::Again)
             }
             _ => Err(err),
         }

@@ -47,8 +47,17 @@ fn model_command(model: &Model) -> Command {
                 .value_name("N")
                 .value_parser(clap::value_parser!(u64).range(1..))
                 .help(format!(
-                    "Workers (threads or processes) in the pool [default: {default}]"
+                    "Workers: threads, processes or event loops [default: {default}]"
                 )),
+            ModelOption::Edge => Arg::new("edge")
+                .long("edge")
+                .action(clap::ArgAction::SetTrue)
+                .help("Edge-triggered readiness (EPOLLET) instead of level-triggered"),
+            ModelOption::SpinSleep => Arg::new("spin-sleep-us")
+                .long("spin-sleep-us")
+                .value_name("MICROS")
+                .value_parser(clap::value_parser!(u64))
+                .help("Sleep this long after each sweep [default: 0, never sleep]"),
         });
     }
     command
@@ -126,6 +135,16 @@ fn serve(model: &Model, args: &ArgMatches) -> Result<(), String> {
         config.workers = args
             .get_one::<u64>("workers")
             .map_or(default, |&n| n as usize);
+    }
+    for option in model.options {
+        match option {
+            ModelOption::Workers { .. } => {}
+            ModelOption::Edge => config.tuning.edge = args.get_flag("edge"),
+            ModelOption::SpinSleep => {
+                let micros = args.get_one::<u64>("spin-sleep-us").copied().unwrap_or(0);
+                config.tuning.spin_sleep = std::time::Duration::from_micros(micros);
+            }
+        }
     }
     shutdown::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     // Map the shared counters now, before any model forks.

@@ -96,6 +96,17 @@ extern "C" fn on_signal(_signal: libc::c_int) {
     unsafe { *libc::__errno_location() = saved_errno };
 }
 
+/// Requests shutdown from code, as a stop signal would (for a model that
+/// takes its signals synchronously, like `sigio`): sets the flag and wakes
+/// the loops watching [`wake_fd`].
+pub fn request() {
+    REQUESTED.store(true, SeqCst);
+    let one: u64 = 1;
+    // A failed write leaves the counter as it was, still readable if it
+    // was written before; nothing to do about it here.
+    let _ = crate::sys::write(wake_fd(), &one.to_ne_bytes());
+}
+
 /// Whether SIGINT or SIGTERM has arrived.
 pub fn requested() -> bool {
     REQUESTED.load(SeqCst)
@@ -178,14 +189,12 @@ impl<S: AsRawFd> Drop for Serving<S> {
     }
 }
 
-/// Blocks the stop signals (and `SIGCHLD`) in the calling thread while `f`
-/// spawns threads, which inherit the mask. The signals are then always
-/// delivered to the main thread, whose blocked `accept` they must interrupt.
+/// Blocks every signal in the calling thread while `f` spawns threads,
+/// which inherit the mask. Signals sent to the process are then always
+/// delivered to the main thread: the stop signals, whose blocked `accept`
+/// they must interrupt, `SIGCHLD`, and the IO signals of `sigio`.
 pub fn spawn_without_signals<T>(f: impl FnOnce() -> T) -> T {
-    let mut mask = SigSet::empty();
-    mask.add(Signal::SIGINT);
-    mask.add(Signal::SIGTERM);
-    mask.add(Signal::SIGCHLD);
+    let mask = SigSet::all();
     let mut old = SigSet::empty();
     // pthread_sigmask fails only for an invalid `how`, which this is not.
     let _ = signal::pthread_sigmask(signal::SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old));

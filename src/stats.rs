@@ -30,6 +30,9 @@ pub struct Summary {
     pub conn_errors: u64,
     /// Child processes that died of a signal (process models).
     pub children_crashed: u64,
+    /// Event queues that overflowed and were recovered from (the realtime
+    /// signal queue of `sigio`).
+    pub overflows: u64,
     /// System calls on the hot path, by name; only those made at least once.
     pub syscalls: BTreeMap<String, u64>,
     /// User CPU seconds, this process and its reaped children.
@@ -70,6 +73,7 @@ pub fn summary(model: &str, started: Instant) -> Summary {
         peak_conns: totals.gauges.peak_conns.load(Relaxed).max(0) as u64,
         conn_errors: totals.gauges.conn_errors.load(Relaxed),
         children_crashed: totals.gauges.children_crashed.load(Relaxed),
+        overflows: totals.get(Counter::Overflows),
         syscalls: syscall_counts(),
         cpu_user_s: usage.user.as_secs_f64(),
         cpu_sys_s: usage.system.as_secs_f64(),

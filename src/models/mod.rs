@@ -35,8 +35,9 @@
 //!
 //! *Blocking* models run [`crate::handler::handle`], one function that
 //! serves a connection as if every call blocked; they differ in where it
-//! runs. (Later: *readiness* and *completion* models drive a per-connection
-//! state machine from one loop.)
+//! runs. *Readiness* models keep each connection as a value, a
+//! [`crate::conn::Conn`], and drive them all from one loop through the
+//! shared [`crate::driver::Driver`]; they differ only in how they wait.
 
 use std::io;
 use std::net::TcpListener;
@@ -44,9 +45,14 @@ use std::net::TcpListener;
 use crate::config::Config;
 
 pub mod blocking;
+pub mod epoll;
 pub mod fork;
+pub mod nonblocking;
+pub mod poll;
 pub mod prefork;
 pub mod process;
+pub mod select;
+pub mod sigio;
 pub mod threadpool;
 pub mod threads;
 
@@ -55,6 +61,8 @@ pub mod threads;
 pub enum Family {
     /// One handler per connection, written as if every call blocked.
     Blocking,
+    /// One loop, many connections: the kernel says which are ready.
+    Readiness,
 }
 
 impl Family {
@@ -62,6 +70,9 @@ impl Family {
     pub fn heading(self) -> &'static str {
         match self {
             Family::Blocking => "blocking IO: one connection per thread of control",
+            Family::Readiness => {
+                "readiness: one thread serves many connections, the kernel says which are ready"
+            }
         }
     }
 }
@@ -74,6 +85,10 @@ pub enum ModelOption {
         /// What `--workers` is when not given.
         default: usize,
     },
+    /// `--edge`: edge-triggered readiness (epoll).
+    Edge,
+    /// `--spin-sleep-us N`: sleep between sweeps (nonblocking).
+    SpinSleep,
 }
 
 /// The entry point every model has.
@@ -110,6 +125,7 @@ impl Model {
     pub fn default_workers(&self) -> Option<usize> {
         self.options.iter().find_map(|option| match option {
             ModelOption::Workers { default } => Some(*default),
+            _ => None,
         })
     }
 }
@@ -192,6 +208,77 @@ static MODELS: &[Model] = &[
         variants: &[],
         listener_per_worker: false,
         serve: threadpool::serve,
+    },
+    Model {
+        name: "nonblocking",
+        family: Family::Readiness,
+        summary: "O_NONBLOCK sockets swept in a loop that never sleeps: no multiplexer",
+        about: "One thread tries accept and read on every socket in turn and skips those that \
+                answer EAGAIN. Correct, and it burns a core while idle; --spin-sleep-us trades \
+                that CPU for latency.",
+        concurrent: true,
+        fd_limit: None,
+        options: &[ModelOption::SpinSleep],
+        variants: &[],
+        listener_per_worker: false,
+        serve: nonblocking::serve,
+    },
+    Model {
+        name: "select",
+        family: Family::Readiness,
+        summary: "select(2): fd_set bitmaps, rebuilt every call, capped at FD_SETSIZE (1024)",
+        about: "One thread sleeps in select(2) until a socket is ready. A connection whose \
+                descriptor is 1024 or more cannot be put in an fd_set: it gets \
+                'error: too many connections' and is closed.",
+        concurrent: true,
+        fd_limit: Some(1024),
+        options: &[],
+        variants: &[],
+        listener_per_worker: false,
+        serve: select::serve,
+    },
+    Model {
+        name: "poll",
+        family: Family::Readiness,
+        summary: "poll(2): a pollfd array kept in step with the connections, scanned every call",
+        about: "One thread sleeps in poll(2) over an array of every connection; no descriptor \
+                limit, but each call costs O(connections).",
+        concurrent: true,
+        fd_limit: None,
+        options: &[],
+        variants: &[],
+        listener_per_worker: false,
+        serve: poll::serve,
+    },
+    Model {
+        name: "epoll",
+        family: Family::Readiness,
+        summary: "epoll(7): interest registered once, wakeups cost O(ready); --edge, --workers",
+        about: "One thread per worker sleeps in epoll_wait; epoll_ctl only when a connection's \
+                interest changes. Level-triggered by default; --edge registers every socket once \
+                edge-triggered and reads to EAGAIN under a per-wakeup budget. --workers N runs N \
+                loops, each with its own epoll and SO_REUSEPORT listener.",
+        concurrent: true,
+        fd_limit: None,
+        options: &[ModelOption::Workers { default: 1 }, ModelOption::Edge],
+        variants: &[&["--edge"], &["--workers", "2"]],
+        listener_per_worker: true,
+        serve: epoll::serve,
+    },
+    Model {
+        name: "sigio",
+        family: Family::Readiness,
+        summary: "signal-driven IO: O_ASYNC + F_SETSIG realtime signals taken with sigtimedwait",
+        about: "Every socket raises a queued realtime signal carrying its descriptor when it \
+                becomes ready; one thread takes them synchronously with sigtimedwait. When the \
+                signal queue overflows the kernel sends SIGIO and the model falls back to one \
+                poll(2) over every connection.",
+        concurrent: true,
+        fd_limit: None,
+        options: &[],
+        variants: &[],
+        listener_per_worker: false,
+        serve: sigio::serve,
     },
 ];
 

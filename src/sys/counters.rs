@@ -50,6 +50,7 @@ counters! {
     Requests => "requests", false;
     BytesIn => "bytes_in", false;
     BytesOut => "bytes_out", false;
+    Overflows => "overflows", false;
     Accept => "accept", true;
     Read => "read", true;
     Write => "write", true;

@@ -11,6 +11,7 @@
 //! and `nix` instead: they are not what distinguishes one model from another.
 
 pub mod counters;
+pub mod readiness;
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

@@ -1,0 +1,160 @@
+//! A connection as a value: the state machine of the readiness and
+//! completion models.
+//!
+//! In the blocking family the state of a connection lives on a thread's
+//! stack, between one blocking call and the next. A loop that serves
+//! thousands of connections on one thread cannot keep them there: each
+//! connection's state must be a value the loop can pick up, advance as far
+//! as the kernel allows without waiting, and put down again. This is that
+//! value, and it does no IO itself — the model moves bytes between it and
+//! the socket (readiness models through [`crate::driver`], io_uring through
+//! its completions) — so its rules are written once:
+//!
+//! - **input** goes straight to the codec ([`Conn::receive`]); responses pile
+//!   up in `out` until the socket takes them ([`Conn::unsent`],
+//!   [`Conn::sent`]);
+//! - **interest**: read only while the unsent output is under `MAX_PENDING`
+//!   (backpressure) and the input is not over; write only while output is
+//!   waiting ([`Conn::interest`]);
+//! - **end**: after end of input (the client's half-close, our shutdown, a
+//!   line too long, the idle timeout) the connection flushes what it owes and
+//!   is then [`done`](Conn::is_done).
+//!
+//! An idle connection owns no buffer at all: the output vector is freed
+//! once flushed, and the codec holds bytes only for an unfinished line.
+
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::protocol::{Codec, ERR_IDLE_TIMEOUT};
+use crate::shutdown;
+use crate::sys::counters::{self, Counter};
+
+/// What a connection wants to be told about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interest {
+    /// Tell me when there is something to read.
+    pub read: bool,
+    /// Tell me when I can write.
+    pub write: bool,
+}
+
+/// Output buffers bigger than this are freed when they empty, so one burst
+/// does not pin memory on a connection forever.
+const KEEP_OUTPUT_CAPACITY: usize = 4096;
+
+/// The state of one connection.
+#[derive(Debug)]
+pub struct Conn {
+    codec: Codec,
+    out: Vec<u8>,
+    /// How much of `out` the socket has taken.
+    sent: usize,
+    /// No more input will be read: end of stream, an error line queued, or
+    /// the connection timed out.
+    input_over: bool,
+    /// When the last byte arrived (for the idle timeout).
+    last_input: Instant,
+}
+
+impl Conn {
+    /// A fresh connection, accepted at `now`.
+    pub fn new(config: &Config, now: Instant) -> Conn {
+        Conn {
+            codec: Codec::new(config.max_line),
+            out: Vec::new(),
+            sent: 0,
+            input_over: false,
+            last_input: now,
+        }
+    }
+
+    /// Feeds received bytes to the codec and queues the responses. A line
+    /// too long queues the error line and ends the input.
+    pub fn receive(&mut self, bytes: &[u8], now: Instant) {
+        counters::add(Counter::BytesIn, bytes.len() as u64);
+        self.last_input = now;
+        let lines = match self.codec.decode(bytes, &mut self.out) {
+            Ok(lines) => lines,
+            Err(too_long) => {
+                self.input_over = true;
+                too_long.lines
+            }
+        };
+        counters::add(Counter::Requests, lines);
+    }
+
+    /// End of input: the client half-closed (its unterminated tail is
+    /// answered), or we shut the read side down to drain (it is not: an
+    /// unfinished line is not a request).
+    pub fn end_of_input(&mut self) {
+        if !self.input_over && !shutdown::requested() {
+            self.codec.finish(&mut self.out);
+        }
+        self.input_over = true;
+    }
+
+    /// Nothing arrived for the idle timeout: queue the error line and stop
+    /// reading. (If the client is not reading either, the line may never
+    /// leave; the caller closes the connection after one try.)
+    pub fn time_out(&mut self) {
+        self.out.extend_from_slice(ERR_IDLE_TIMEOUT);
+        self.input_over = true;
+    }
+
+    /// The output the socket has not taken yet.
+    pub fn unsent(&self) -> &[u8] {
+        &self.out[self.sent..]
+    }
+
+    /// Bytes of output waiting.
+    pub fn pending(&self) -> usize {
+        self.out.len() - self.sent
+    }
+
+    /// The socket took `n` more bytes of [`unsent`](Self::unsent).
+    pub fn sent(&mut self, n: usize) {
+        counters::add(Counter::BytesOut, n as u64);
+        self.sent += n;
+        if self.sent == self.out.len() {
+            self.sent = 0;
+            if self.out.capacity() > KEEP_OUTPUT_CAPACITY {
+                self.out = Vec::new();
+            } else {
+                self.out.clear();
+            }
+        }
+    }
+
+    /// Whether the connection should read: its input is not over, and its
+    /// unsent output is under `max_pending` (backpressure).
+    pub fn wants_read(&self, max_pending: usize) -> bool {
+        !self.input_over && self.pending() < max_pending
+    }
+
+    /// How many bytes a read may take without pushing the unsent output over
+    /// `max_pending` (a response is as long as its request).
+    pub fn read_room(&self, max_pending: usize) -> usize {
+        max_pending.saturating_sub(self.pending())
+    }
+
+    /// What to wait for next. `writable_known` is whether the socket is
+    /// known to have room (no `EAGAIN` since the last write readiness), in
+    /// which case the loop writes without asking first.
+    pub fn interest(&self, max_pending: usize, writable_known: bool) -> Interest {
+        Interest {
+            read: self.wants_read(max_pending),
+            write: self.pending() > 0 && !writable_known,
+        }
+    }
+
+    /// Whether the connection has said all it will and can be closed.
+    pub fn is_done(&self) -> bool {
+        self.input_over && self.pending() == 0
+    }
+
+    /// When the idle timeout (if any) fires, given the last input.
+    pub fn idle_deadline(&self, config: &Config) -> Option<Instant> {
+        config.idle_timeout().map(|t| self.last_input + t)
+    }
+}

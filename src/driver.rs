@@ -1,0 +1,548 @@
+//! The part of every readiness model that is not about waiting.
+//!
+//! A readiness model is a loop: *wait* until the kernel says some sockets
+//! are ready, then *advance* those connections as far as they can go
+//! without blocking. The waiting is what distinguishes `select` from `poll`
+//! from `epoll` from signals, and it is all a model file holds. The
+//! advancing is the same for all of them and lives here, in [`Driver`]:
+//!
+//! - it owns the listener and the open connections ([`Conn`] state
+//!   machines and their non-blocking sockets), each named by a [`Token`];
+//! - [`Driver::accept_ready`] takes new connections, [`Driver::service`]
+//!   advances one connection the model found ready, [`Driver::tick`] fires
+//!   idle timeouts, begins and ends the shutdown drain, and says how long
+//!   the model may wait next;
+//! - every change the model must mirror in its kernel registrations — a
+//!   connection opened, its interest changed, it closed, the listener
+//!   closed — is queued as a [`Change`] for the model to apply, in order,
+//!   before it waits again.
+//!
+//! **Level or edge.** Under level-triggered readiness (`select`, `poll`,
+//! epoll's default, the non-blocking sweep) the kernel repeats itself: a
+//! socket with unread bytes is reported on every wait, so servicing reads
+//! once per report and forgets. Under edge-triggered readiness (`epoll
+//! --edge`, signal-driven IO) the kernel reports a change *once*, so the
+//! driver remembers what is known ready and reads until `EAGAIN`. To keep one
+//! busy client from starving the others it stops after [`EDGE_READ_BUDGET`]
+//! reads and puts the connection on a *deferred* queue, which the model runs
+//! (with a zero wait timeout) before it sleeps again.
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::conn::{Conn, Interest};
+use crate::listener::{Accepted, Acceptor, ConnPermit};
+use crate::protocol::ERR_TOO_MANY_CONNS;
+use crate::shutdown;
+use crate::sys::{self, counters};
+use crate::timers::Timers;
+
+/// Reads one edge-triggered wakeup may do before the connection yields to
+/// the others: 16 reads of up to 64 KiB each.
+pub const EDGE_READ_BUDGET: usize = 16;
+
+/// Connections one wakeup may accept before serving the ones it has.
+pub const ACCEPT_BUDGET: usize = 64;
+
+/// Size of the one read buffer the loop shares between all connections.
+pub const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// Names a connection: its slot in the table and the slot's generation, so
+/// that a token kept for a closed connection (a stale event, a deferred
+/// entry) never reaches the connection that reuses the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Token(pub u64);
+
+impl Token {
+    fn new(index: usize, generation: u32) -> Token {
+        Token((u64::from(generation) << 32) | index as u64)
+    }
+    /// The slot number: small, dense, and reused after a close (models
+    /// index their own tables with it).
+    pub fn index(self) -> usize {
+        (self.0 & 0xffff_ffff) as usize
+    }
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+/// How readiness is reported to the model's loop (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Reported for as long as it holds.
+    Level,
+    /// Reported once, when it begins.
+    Edge,
+}
+
+/// What the kernel said about a connection.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ready {
+    /// There is something to read (data, end of stream, or an error).
+    pub readable: bool,
+    /// There is room to write (or an error).
+    pub writable: bool,
+}
+
+impl Ready {
+    /// Readable only.
+    pub const READ: Ready = Ready {
+        readable: true,
+        writable: false,
+    };
+    /// Writable only.
+    pub const WRITE: Ready = Ready {
+        readable: false,
+        writable: true,
+    };
+    /// Both (for errors and hang-ups, which both calls will surface).
+    pub const BOTH: Ready = Ready {
+        readable: true,
+        writable: true,
+    };
+}
+
+/// A change the model must mirror in what it asks the kernel to watch.
+#[derive(Clone, Copy, Debug)]
+pub enum Change {
+    /// A new connection, wanting `interest`.
+    Opened {
+        /// Its token.
+        token: Token,
+        /// Its socket.
+        fd: RawFd,
+        /// What it wants to hear about first.
+        interest: Interest,
+    },
+    /// A connection now wants `interest`.
+    Interest {
+        /// Its token.
+        token: Token,
+        /// Its socket.
+        fd: RawFd,
+        /// What it wants to hear about now.
+        interest: Interest,
+    },
+    /// A connection was closed. Its descriptor number is already free and
+    /// may be reused by a later `Opened` in the same batch.
+    Closed {
+        /// Its token.
+        token: Token,
+        /// The number its socket had.
+        fd: RawFd,
+    },
+    /// The listener was closed (the drain began): stop watching it.
+    ListenerClosed {
+        /// The number it had.
+        fd: RawFd,
+    },
+}
+
+struct Entry {
+    socket: OwnedFd,
+    conn: Conn,
+    /// Known readable: no `EAGAIN` from `read` since the last report.
+    readable: bool,
+    /// Known writable: no `EAGAIN` from `write` since the last report.
+    writable: bool,
+    /// The interest last announced to the model.
+    interest: Interest,
+    /// On the deferred queue already.
+    deferred: bool,
+    /// The idle deadline this connection has filed in the timers.
+    timer: Option<Instant>,
+    _place: ConnPermit,
+}
+
+struct Slot {
+    generation: u32,
+    entry: Option<Entry>,
+}
+
+/// The connections of one readiness loop, advanced on the model's word.
+pub struct Driver {
+    config: Config,
+    trigger: Trigger,
+    acceptor: Option<Acceptor>,
+    fd_limit: Option<usize>,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    open: usize,
+    timers: Timers<Token>,
+    deferred: VecDeque<Token>,
+    changes: Vec<Change>,
+    scratch: Box<[u8]>,
+    now: Instant,
+    drain_deadline: Option<Instant>,
+}
+
+impl Driver {
+    /// A driver for connections accepted from `acceptor` (which must be
+    /// non-blocking). With `fd_limit`, a connection whose descriptor is not
+    /// below it is turned away with the protocol's error line (`select`).
+    pub fn new(
+        acceptor: Acceptor,
+        config: &Config,
+        trigger: Trigger,
+        fd_limit: Option<usize>,
+    ) -> Driver {
+        Driver {
+            config: config.clone(),
+            trigger,
+            acceptor: Some(acceptor),
+            fd_limit,
+            slots: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            timers: Timers::new(),
+            deferred: VecDeque::new(),
+            changes: Vec::new(),
+            scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
+            now: Instant::now(),
+            drain_deadline: None,
+        }
+    }
+
+    /// The listening socket, until the drain begins.
+    pub fn listener_fd(&self) -> Option<RawFd> {
+        self.acceptor.as_ref().map(|a| a.as_raw_fd())
+    }
+
+    /// How many connections are open.
+    pub fn len(&self) -> usize {
+        self.open
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.open == 0
+    }
+
+    /// Every open connection: its token, socket and current interest.
+    pub fn conns(&self) -> impl Iterator<Item = (Token, RawFd, Interest)> + '_ {
+        self.slots.iter().enumerate().filter_map(|(index, slot)| {
+            let entry = slot.entry.as_ref()?;
+            Some((
+                Token::new(index, slot.generation),
+                entry.socket.as_raw_fd(),
+                entry.interest,
+            ))
+        })
+    }
+
+    /// The changes since the last call, in the order they happened.
+    pub fn changes(&mut self) -> std::vec::Drain<'_, Change> {
+        self.changes.drain(..)
+    }
+
+    /// Whether the drain is over: shutdown was requested and every
+    /// connection is closed. The model's loop ends then.
+    pub fn finished(&self) -> bool {
+        self.drain_deadline.is_some() && self.open == 0
+    }
+
+    /// Accepts the connections waiting on the listener (at most
+    /// [`ACCEPT_BUDGET`], so a flood of connects cannot starve the clients
+    /// already served). Returns whether the queue may hold more (the
+    /// budget ran out), which matters to edge-triggered models: they will
+    /// not be told again. `Err` only if the listener itself failed.
+    pub fn accept_ready(&mut self) -> io::Result<bool> {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(acceptor) = self.acceptor.as_mut() else {
+                return Ok(false);
+            };
+            match acceptor.accept()? {
+                Accepted::Conn(admitted) => {
+                    let (socket, place) = admitted.into_parts();
+                    self.open_conn(socket, place);
+                }
+                Accepted::Again => continue,
+                Accepted::Empty => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    fn open_conn(&mut self, socket: OwnedFd, place: ConnPermit) {
+        if self
+            .fd_limit
+            .is_some_and(|limit| socket.as_raw_fd() as usize >= limit)
+        {
+            let _ = socket2::SockRef::from(&socket)
+                .send_with_flags(ERR_TOO_MANY_CONNS, libc::MSG_DONTWAIT);
+            return; // `socket` and `place` drop: closed, place given back
+        }
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot {
+                generation: 0,
+                entry: None,
+            });
+            self.slots.len() - 1
+        });
+        let token = Token::new(index, self.slots[index].generation);
+        let conn = Conn::new(&self.config, self.now);
+        let timer = conn.idle_deadline(&self.config);
+        if let Some(at) = timer {
+            self.timers.insert(at, token);
+        }
+        let interest = conn.interest(self.config.max_pending, true);
+        let fd = socket.as_raw_fd();
+        self.slots[index].entry = Some(Entry {
+            socket,
+            conn,
+            readable: false,
+            // A new socket's send buffer is empty: write without asking.
+            writable: true,
+            interest,
+            deferred: false,
+            timer,
+            _place: place,
+        });
+        self.open += 1;
+        self.changes.push(Change::Opened {
+            token,
+            fd,
+            interest,
+        });
+    }
+
+    fn entry_mut(&mut self, token: Token) -> Option<&mut Entry> {
+        let slot = self.slots.get_mut(token.index())?;
+        if slot.generation != token.generation() {
+            return None;
+        }
+        slot.entry.as_mut()
+    }
+
+    /// Advances the connection `token` after the kernel reported `ready`:
+    /// writes what it owes, reads what it can (once, or under edge
+    /// triggering until `EAGAIN` or the budget), answers, and closes it if it
+    /// is done or failed. A stale token is ignored.
+    pub fn service(&mut self, token: Token, ready: Ready) {
+        let (max_pending, trigger, now) = (self.config.max_pending, self.trigger, self.now);
+        let scratch = &mut self.scratch;
+        let Some(slot) = self.slots.get_mut(token.index()) else {
+            return;
+        };
+        if slot.generation != token.generation() {
+            return;
+        }
+        let Some(entry) = slot.entry.as_mut() else {
+            return;
+        };
+        entry.readable |= ready.readable;
+        entry.writable |= ready.writable;
+        let pumped = pump(entry, scratch, max_pending, trigger, now);
+        self.settle(token, pumped);
+    }
+
+    /// After a connection was advanced: close it, or announce its new
+    /// interest and defer it if it still has known work.
+    fn settle(&mut self, token: Token, pumped: io::Result<()>) {
+        let (max_pending, trigger) = (self.config.max_pending, self.trigger);
+        let Some(entry) = self.entry_mut(token) else {
+            return;
+        };
+        if pumped.is_err() {
+            counters::totals().gauges.conn_errors.fetch_add(1, Relaxed);
+            return self.close(token);
+        }
+        if entry.conn.is_done() {
+            return self.close(token);
+        }
+        let interest = entry.conn.interest(max_pending, entry.writable);
+        let fd = entry.socket.as_raw_fd();
+        let defer = trigger == Trigger::Edge
+            && entry.readable
+            && entry.conn.wants_read(max_pending)
+            && !entry.deferred;
+        if defer {
+            entry.deferred = true;
+        }
+        if interest != entry.interest {
+            entry.interest = interest;
+            self.changes.push(Change::Interest {
+                token,
+                fd,
+                interest,
+            });
+        }
+        if defer {
+            self.deferred.push_back(token);
+        }
+    }
+
+    /// Whether connections are waiting on the deferred queue (the model
+    /// must then not sleep in its wait).
+    pub fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// Services each connection that was on the deferred queue.
+    pub fn run_deferred(&mut self) {
+        for _ in 0..self.deferred.len() {
+            let Some(token) = self.deferred.pop_front() else {
+                break;
+            };
+            if let Some(entry) = self.entry_mut(token) {
+                entry.deferred = false;
+                self.service(token, Ready::default());
+            }
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        let slot = &mut self.slots[token.index()];
+        let Some(entry) = slot.entry.take() else {
+            return;
+        };
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(token.index());
+        self.open -= 1;
+        if let Some(at) = entry.timer {
+            self.timers.remove(at, token);
+        }
+        let fd = entry.socket.as_raw_fd();
+        drop(entry); // closes the socket, gives the MAX_CONNS place back
+        self.changes.push(Change::Closed { token, fd });
+    }
+
+    /// Bookkeeping between waits: notes the time, begins the drain when a
+    /// stop signal has come, fires due idle timeouts, and ends the drain
+    /// when its time is up. Returns how long the model may wait for events:
+    /// until the next deadline, zero if work is deferred, `None` for ever.
+    pub fn tick(&mut self) -> Option<Duration> {
+        self.now = Instant::now();
+        if shutdown::requested() && self.drain_deadline.is_none() {
+            self.begin_drain();
+        }
+        while let Some(token) = self.timers.pop_due(self.now) {
+            self.expire(token);
+        }
+        if self
+            .drain_deadline
+            .is_some_and(|deadline| self.now >= deadline)
+        {
+            let tokens: Vec<Token> = self.conns().map(|(token, _, _)| token).collect();
+            for token in tokens {
+                self.close(token);
+            }
+        }
+        if self.has_deferred() {
+            return Some(Duration::ZERO);
+        }
+        let next = match (self.timers.next(), self.drain_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(|at| at.saturating_duration_since(self.now))
+    }
+
+    /// A connection's timer came due: file it again if it has received
+    /// since (see [`crate::timers`]), or time it out.
+    fn expire(&mut self, token: Token) {
+        let (config, now) = (&self.config, self.now);
+        let Some(slot) = self.slots.get_mut(token.index()) else {
+            return;
+        };
+        let Some(entry) = slot
+            .entry
+            .as_mut()
+            .filter(|_| slot.generation == token.generation())
+        else {
+            return;
+        };
+        match entry.conn.idle_deadline(config) {
+            Some(at) if at > now => {
+                entry.timer = Some(at);
+                self.timers.insert(at, token);
+            }
+            _ => {
+                entry.timer = None;
+                entry.conn.time_out();
+                // One try to deliver the error line; the client may not be
+                // reading, so we do not wait for it.
+                let _ = write_out(entry);
+                self.close(token);
+            }
+        }
+    }
+
+    /// Stops accepting and shuts down every connection's read side, so each
+    /// answers what it has received and ends (see [`crate::shutdown`]).
+    fn begin_drain(&mut self) {
+        self.drain_deadline = Some(self.now + self.config.drain_timeout);
+        if let Some(acceptor) = self.acceptor.take() {
+            let fd = acceptor.as_raw_fd();
+            drop(acceptor);
+            self.changes.push(Change::ListenerClosed { fd });
+        }
+        let tokens: Vec<Token> = self.conns().map(|(token, _, _)| token).collect();
+        for token in tokens {
+            if let Some(entry) = self.entry_mut(token) {
+                sys::shutdown_read(entry.socket.as_raw_fd());
+            }
+            self.service(token, Ready::READ);
+        }
+    }
+}
+
+/// Moves bytes for one connection until the kernel would block or the read
+/// budget is spent. Writing comes first: it frees room under `MAX_PENDING`
+/// for the next read.
+fn pump(
+    entry: &mut Entry,
+    scratch: &mut [u8],
+    max_pending: usize,
+    trigger: Trigger,
+    now: Instant,
+) -> io::Result<()> {
+    let budget = match trigger {
+        Trigger::Level => 1,
+        Trigger::Edge => EDGE_READ_BUDGET,
+    };
+    let mut reads = 0;
+    loop {
+        if entry.writable && entry.conn.pending() > 0 {
+            write_out(entry)?;
+        }
+        if !entry.readable || !entry.conn.wants_read(max_pending) || reads == budget {
+            break;
+        }
+        reads += 1;
+        let room = entry.conn.read_room(max_pending).min(scratch.len());
+        match sys::read(entry.socket.as_fd(), &mut scratch[..room]) {
+            Ok(0) => entry.conn.end_of_input(),
+            Ok(n) => entry.conn.receive(&scratch[..n], now),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => entry.readable = false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if trigger == Trigger::Level {
+        // The kernel will say so again if it is still true.
+        entry.readable = false;
+    }
+    Ok(())
+}
+
+/// Writes as much pending output as the socket takes.
+fn write_out(entry: &mut Entry) -> io::Result<()> {
+    while entry.conn.pending() > 0 {
+        match sys::write(entry.socket.as_fd(), entry.conn.unsent()) {
+            Ok(n) => entry.conn.sent(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                entry.writable = false;
+                break;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

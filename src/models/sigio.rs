@@ -1,0 +1,175 @@
+//! # `sigio` — signal-driven IO
+//!
+//! Stevens' fourth IO model: instead of asking which sockets are ready, ask
+//! the kernel to *tell* us, with a signal, when one becomes ready. Each
+//! socket is set `O_ASYNC`, owned by this process (`F_SETOWN`), and given a
+//! realtime signal (`F_SETSIG`). Realtime signals queue (plain signals do
+//! not), and each carries a `siginfo` with the descriptor (`si_fd`) and why
+//! it fired (`si_band`: `POLLIN`, `POLLOUT`…) — so the queue of signals *is*
+//! a queue of readiness events, the idea epoll later put in a proper API.
+//!
+//! We never let a handler run: the IO signal is blocked, and the loop takes
+//! signals one at a time, synchronously, with `sigtimedwait`, whose timeout
+//! comes from the idle timers. (Even SIGINT and SIGTERM are taken that way
+//! here, so there is no race between checking for shutdown and waiting.)
+//!
+//! ## One request, step by step
+//!
+//! ```text
+//! loop                                      kernel                client
+//! sigtimedwait({SIGRT, SIGIO}) .. blocks ..                        "hi\n"
+//!                                           data on c7: queue
+//!                                           SIGRT{fd=7, band=POLLIN}
+//!         returns that siginfo
+//! read(c7) → "hi\n"    read(c7) → EAGAIN   (edge-triggered: drain it)
+//! write(c7, "HI\n")
+//! sigtimedwait(...) .. blocks ..
+//! ```
+//!
+//! ## Why it fell out of use: the queue overflows
+//!
+//! The realtime queue is bounded (`RLIMIT_SIGPENDING`, a few thousand by
+//! default, and shared with every other queued signal of the user). When it
+//! is full the kernel drops the event and raises plain `SIGIO` instead,
+//! which says only "something, somewhere, was lost". The model must then
+//! find out for itself: here, one `poll(2)` over the listener and every
+//! connection, servicing whatever is ready, and carrying on. Nothing is lost
+//! — but a server under load falls back to `poll` exactly when it matters,
+//! and signals for closed (and reused) descriptors can still be queued,
+//! which is harmless here only because servicing a socket that is not ready
+//! costs one `EAGAIN`. The summary's `overflows` counts the fallbacks; the
+//! test suite forces them by lowering `RLIMIT_SIGPENDING`.
+//!
+//! ## Costs
+//!
+//! - **Syscalls per request:** a `sigtimedwait` per *event* (no batching:
+//!   one signal, one syscall), the `read`s to `EAGAIN`, the `write`; plus
+//!   three `fcntl`s per connection to make it signal-driven.
+//! - **At 10,000 clients:** fine while the queue holds; a burst longer than
+//!   the queue falls back to `poll` over all 10,000.
+//!
+//! Next, io_uring (`uring`) goes further still: not "this socket is ready",
+//! but "this read is done".
+
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::driver::{Change, Driver, Ready, Token, Trigger};
+use crate::listener::Acceptor;
+use crate::shutdown;
+use crate::sys::counters::{self, Counter};
+use crate::sys::readiness::{block_signals, poll, set_signal_driven, sigtimedwait, PollFd};
+use crate::sys::Blocking;
+
+/// Serves every connection from one thread, woken by realtime signals.
+pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
+    let io_signal = libc::SIGRTMIN();
+    let waited = block_signals(&[io_signal, libc::SIGIO, libc::SIGINT, libc::SIGTERM])?;
+    let listener_fd = listener.as_raw_fd();
+    set_signal_driven(listener_fd, io_signal)?;
+    let acceptor = Acceptor::new(listener, Blocking::No, config.max_conns)?;
+    let mut driver = Driver::new(acceptor, config, Trigger::Edge, None);
+    // Which connection each descriptor number belongs to.
+    let mut owner: Vec<Option<Token>> = Vec::new();
+    let mut opened: Vec<Token> = Vec::new();
+    // Connections queued before the listener was signal-driven raised no
+    // signal; and an accept that stops at its budget gets no new signal for
+    // the rest (signals are edges). Either way: accept again without waiting.
+    let mut accept_more = true;
+
+    loop {
+        let timeout = driver.tick();
+        for change in driver.changes() {
+            match change {
+                Change::Opened { token, fd, .. } => {
+                    set_signal_driven(fd, io_signal)?;
+                    set_owner(&mut owner, fd, Some(token));
+                    opened.push(token);
+                }
+                Change::Closed { fd, .. } => set_owner(&mut owner, fd, None),
+                Change::Interest { .. } | Change::ListenerClosed { .. } => {}
+            }
+        }
+        // Bytes that arrived before O_ASYNC was set raised no signal.
+        for token in opened.drain(..) {
+            driver.service(token, Ready::BOTH);
+        }
+        if driver.finished() {
+            return Ok(());
+        }
+        if accept_more {
+            accept_more = driver.accept_ready()?;
+        }
+        // Don't sleep while work is known: connections deferred by the read
+        // budget (`tick` then returns zero) or still queued on the listener.
+        let timeout = if accept_more {
+            Some(Duration::ZERO)
+        } else {
+            timeout
+        };
+        match sigtimedwait(&waited, timeout) {
+            Ok(Some(info)) if info.signo == io_signal => {
+                if Some(info.fd) == driver.listener_fd() {
+                    accept_more = driver.accept_ready()?;
+                } else if let Some(token) = owner.get(info.fd as usize).copied().flatten() {
+                    driver.service(token, ready(info.band));
+                }
+            }
+            Ok(Some(info)) if info.signo == libc::SIGIO => {
+                counters::bump(Counter::Overflows);
+                accept_more = poll_everything(&mut driver)?;
+            }
+            Ok(Some(_)) => shutdown::request(), // SIGINT or SIGTERM
+            Ok(None) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        driver.run_deferred();
+    }
+}
+
+/// The realtime queue overflowed and events were lost: ask `poll` about
+/// every descriptor once, and service whatever is ready. Returns whether
+/// the listener may still hold connections.
+fn poll_everything(driver: &mut Driver) -> io::Result<bool> {
+    let mut fds: Vec<PollFd> = driver
+        .conns()
+        .map(|(_, fd, _)| PollFd::new(fd, libc::POLLIN | libc::POLLOUT))
+        .collect();
+    let tokens: Vec<Token> = driver.conns().map(|(token, _, _)| token).collect();
+    if let Some(fd) = driver.listener_fd() {
+        fds.push(PollFd::new(fd, libc::POLLIN));
+    }
+    poll(&mut fds, Some(Duration::ZERO))?;
+    for (i, &token) in tokens.iter().enumerate() {
+        let revents = fds[i].revents();
+        if revents != 0 {
+            driver.service(token, ready(revents.into()));
+        }
+    }
+    if fds.len() > tokens.len() && fds[tokens.len()].revents() != 0 {
+        return driver.accept_ready();
+    }
+    Ok(false)
+}
+
+fn set_owner(owner: &mut Vec<Option<Token>>, fd: RawFd, token: Option<Token>) {
+    let fd = fd as usize;
+    if owner.len() <= fd {
+        owner.resize(fd + 1, None);
+    }
+    owner[fd] = token;
+}
+
+/// `si_band` holds poll bits; an error or hang-up is both directions.
+fn ready(band: libc::c_long) -> Ready {
+    let band = band as libc::c_short;
+    let trouble = band & (libc::POLLERR | libc::POLLHUP) != 0;
+    Ready {
+        readable: trouble || band & (libc::POLLIN | libc::POLLRDNORM | libc::POLLPRI) != 0,
+        writable: trouble || band & (libc::POLLOUT | libc::POLLWRNORM) != 0,
+    }
+}
