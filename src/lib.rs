@@ -24,6 +24,7 @@ pub mod conn;
 pub mod driver;
 pub mod handler;
 pub mod listener;
+pub mod load;
 pub mod models;
 pub mod protocol;
 pub mod shutdown;

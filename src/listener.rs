@@ -150,6 +150,8 @@ impl Acceptor {
             turn_away(fd);
             return Ok(Accepted::Again);
         }
+        // Fails only if the peer is already gone; the first read says so.
+        let _ = sys::set_nodelay(fd.as_fd());
         Ok(Accepted::Conn(Admitted {
             fd,
             permit: ConnPermit(()),

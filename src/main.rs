@@ -7,8 +7,77 @@ use std::time::Instant;
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
 
 use iolab::config::Config;
+use iolab::config::{parse_positive, parse_secs};
+use iolab::load::{self, LoadArgs};
 use iolab::models::{self, Model, ModelOption};
 use iolab::{client, listener, shutdown, stats, sys};
+
+/// `lab load`'s options.
+#[derive(clap::Args, Debug)]
+struct LoadCli {
+    /// The server to load.
+    #[arg(default_value = "127.0.0.1:7878", value_name = "HOST:PORT")]
+    addr: String,
+    /// Connections that send requests.
+    #[arg(long, default_value = "100", value_parser = parse_positive)]
+    conns: usize,
+    /// Requests each connection keeps in flight (closed loop).
+    #[arg(long, default_value = "1", value_parser = parse_positive)]
+    depth: usize,
+    /// Bytes per request line, the LF included.
+    #[arg(long, default_value = "64", value_parser = parse_positive)]
+    size: usize,
+    /// Seconds to measure.
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    duration: std::time::Duration,
+    /// Seconds to run before measuring.
+    #[arg(long, default_value = "1", value_parser = parse_secs)]
+    warmup: std::time::Duration,
+    /// Total requests per second, sent on schedule (open loop); latency is
+    /// measured from the scheduled time.
+    #[arg(long, value_name = "REQ_PER_S")]
+    rate: Option<f64>,
+    /// Extra connections held open and silent.
+    #[arg(long, default_value = "0")]
+    idle: usize,
+    /// Generator threads.
+    #[arg(long, default_value = "1", value_parser = parse_positive)]
+    threads: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn load(args: &ArgMatches) -> Result<(), String> {
+    let cli = LoadCli::from_arg_matches(args).map_err(|e| e.to_string())?;
+    if cli.rate.is_some_and(|rate| !(rate > 0.0)) {
+        return Err("--rate must be a positive number of requests per second".into());
+    }
+    let args = LoadArgs {
+        addr: cli.addr,
+        conns: cli.conns,
+        depth: cli.depth,
+        size: cli.size,
+        duration: cli.duration,
+        warmup: cli.warmup,
+        rate: cli.rate,
+        idle: cli.idle,
+        threads: cli.threads,
+    };
+    let report = load::run(&args).map_err(|e| format!("load {}: {e}", args.addr))?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", report.render());
+    }
+    if report.errors > 0 {
+        return Err(format!("{} errors", report.errors));
+    }
+    Ok(())
+}
 
 fn cli() -> Command {
     let mut lab = Command::new("lab")
@@ -27,7 +96,10 @@ fn cli() -> Command {
                         .default_value("127.0.0.1:7878")
                         .value_name("HOST:PORT"),
                 ),
-        );
+        )
+        .subcommand(LoadCli::augment_args(
+            Command::new("load").about("Drive a server with checked, measured load"),
+        ));
     for model in models::all() {
         lab = lab.subcommand(model_command(model));
     }
@@ -73,6 +145,7 @@ fn main() -> ExitCode {
             list();
             Ok(())
         }
+        Some(("load", args)) => load(args),
         Some(("client", args)) => {
             let addr = args.get_one::<String>("addr").expect("has a default");
             client::run(addr).map_err(|e| format!("cannot talk to {addr}: {e}"))

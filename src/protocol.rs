@@ -107,8 +107,9 @@ impl Codec {
     ) -> Result<u64, LineTooLong> {
         let mut lines = 0;
         for line in complete.split_inclusive(|&b| b == b'\n') {
-            // `line` includes its LF; the error needs `max_line` bytes *without* one.
-            if self.partial.len() + line.len() - 1 >= self.max_line {
+            // `line` includes its LF, so this is "max_line bytes or more
+            // before the LF".
+            if self.partial.len() + line.len() > self.max_line {
                 return Err(self.too_long(lines, out));
             }
             push_upper(out, &self.partial);

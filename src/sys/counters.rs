@@ -56,6 +56,7 @@ counters! {
     Write => "write", true;
     Recv => "recv", true;
     Send => "send", true;
+    SetSockOpt => "setsockopt", true;
     Fork => "fork", true;
     Select => "select", true;
     Poll => "poll", true;

@@ -91,6 +91,15 @@ pub fn accept(listener: BorrowedFd<'_>, blocking: Blocking) -> io::Result<OwnedF
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `setsockopt(TCP_NODELAY)`: send small writes at once instead of holding
+/// them until earlier data is acknowledged (Nagle's algorithm), which with
+/// the peer's delayed ACKs can stall a pipelined answer by 40 ms. Every
+/// model sets it on every connection, so the comparison stays fair.
+pub fn set_nodelay(fd: BorrowedFd<'_>) -> io::Result<()> {
+    bump(Counter::SetSockOpt);
+    socket2::SockRef::from(&fd).set_nodelay(true)
+}
+
 /// `shutdown(2)` of the read side: later reads return what is already
 /// buffered, then 0 (end of stream). Used to wake a thread blocked in `read`
 /// at shutdown. Errors are ignored: the socket may already be disconnected,
