@@ -50,7 +50,7 @@ struct LoadCli {
 
 fn load(args: &ArgMatches) -> Result<(), String> {
     let cli = LoadCli::from_arg_matches(args).map_err(|e| e.to_string())?;
-    if cli.rate.is_some_and(|rate| !(rate > 0.0)) {
+    if cli.rate.is_some_and(|rate| rate.is_nan() || rate <= 0.0) {
         return Err("--rate must be a positive number of requests per second".into());
     }
     let args = LoadArgs {
