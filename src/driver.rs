@@ -108,7 +108,13 @@ impl Ready {
 }
 
 /// A change the model must mirror in what it asks the kernel to watch.
-#[derive(Clone, Copy, Debug)]
+///
+/// A closed connection's socket (and the listener, when the drain begins)
+/// travels *inside* the change, still open: the model stops watching it,
+/// then drops it, which closes it. Pollers that must be told before a
+/// descriptor closes (mio, polling) are told in time, and a descriptor
+/// number cannot be reused while a change about it is still queued.
+#[derive(Debug)]
 pub enum Change {
     /// A new connection, wanting `interest`.
     Opened {
@@ -128,18 +134,17 @@ pub enum Change {
         /// What it wants to hear about now.
         interest: Interest,
     },
-    /// A connection was closed. Its descriptor number is already free and
-    /// may be reused by a later `Opened` in the same batch.
+    /// A connection is finished: stop watching `socket`, then drop it.
     Closed {
         /// Its token.
         token: Token,
-        /// The number its socket had.
-        fd: RawFd,
+        /// Its socket, still open.
+        socket: OwnedFd,
     },
-    /// The listener was closed (the drain began): stop watching it.
+    /// The drain began: stop watching the listener, then drop it.
     ListenerClosed {
-        /// The number it had.
-        fd: RawFd,
+        /// The listening socket, still open.
+        listener: std::net::TcpListener,
     },
 }
 
@@ -235,7 +240,8 @@ impl Driver {
         })
     }
 
-    /// The changes since the last call, in the order they happened.
+    /// The changes since the last call, in the order they happened. Apply
+    /// them all before waiting again.
     pub fn changes(&mut self) -> std::vec::Drain<'_, Change> {
         self.changes.drain(..)
     }
@@ -407,9 +413,10 @@ impl Driver {
         if let Some(at) = entry.timer {
             self.timers.remove(at, token);
         }
-        let fd = entry.socket.as_raw_fd();
-        drop(entry); // closes the socket, gives the MAX_CONNS place back
-        self.changes.push(Change::Closed { token, fd });
+        // The MAX_CONNS place is given back now; the socket goes to the
+        // model, which closes it once it has stopped watching it.
+        let Entry { socket, .. } = entry;
+        self.changes.push(Change::Closed { token, socket });
     }
 
     /// Bookkeeping between waits: notes the time, begins the drain when a
@@ -478,9 +485,8 @@ impl Driver {
     fn begin_drain(&mut self) {
         self.drain_deadline = Some(self.now + self.config.drain_timeout);
         if let Some(acceptor) = self.acceptor.take() {
-            let fd = acceptor.as_raw_fd();
-            drop(acceptor);
-            self.changes.push(Change::ListenerClosed { fd });
+            let listener = acceptor.into_listener();
+            self.changes.push(Change::ListenerClosed { listener });
         }
         let tokens: Vec<Token> = self.conns().map(|(token, _, _)| token).collect();
         for token in tokens {

@@ -104,6 +104,12 @@ impl Admitted {
 pub struct ConnPermit(());
 
 impl ConnPermit {
+    /// Takes a place if fewer than `max_conns` are taken (for models that
+    /// accept through their own listener type, like tokio's).
+    pub fn try_acquire(max_conns: usize) -> Option<ConnPermit> {
+        counters::try_open_conn(max_conns).then_some(ConnPermit(()))
+    }
+
     /// Keeps the place taken after this value is gone: the fork model's
     /// parent gives it back when it reaps the child instead.
     pub fn keep(self) {
@@ -129,6 +135,11 @@ impl Acceptor {
             max_conns,
             spare: open_spare(),
         })
+    }
+
+    /// Gives the listening socket back (the spare descriptor is closed).
+    pub fn into_listener(self) -> TcpListener {
+        self.listener
     }
 
     /// The listening socket (to register with a poller, or to watch for

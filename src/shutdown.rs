@@ -289,29 +289,43 @@ impl Connections {
         self.len() == 0
     }
 
-    /// Begins the drain: shuts down the read side of every connection, then
-    /// waits until all have deregistered or `drain_timeout` has passed, and
-    /// then shuts down both sides of any that remain, so that threads stuck
-    /// writing to clients that do not read give up at once.
+    /// Begins the drain: shuts down the read side of every connection (and
+    /// of any registered later), then waits until all have deregistered or
+    /// `drain_timeout` has passed, and then [`force_close`](Self::force_close)s
+    /// any that remain.
     pub fn drain(&self, drain_timeout: Duration) {
         let deadline = Instant::now() + drain_timeout;
+        self.begin_drain();
         let mut registry = self.lock();
-        registry.stopping = true;
-        for &fd in registry.fds.values() {
-            sys::shutdown_read(fd);
-        }
         while !registry.fds.is_empty() {
             let now = Instant::now();
             if now >= deadline {
-                for &fd in registry.fds.values() {
-                    sys::shutdown_both(fd);
-                }
-                return;
+                drop(registry);
+                return self.force_close();
             }
             registry = match self.changed.wait_timeout(registry, deadline - now) {
                 Ok((guard, _)) => guard,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+        }
+    }
+
+    /// Shuts down the read side of every connection, now and as they
+    /// register: each reads what is buffered, then end of stream.
+    pub fn begin_drain(&self) {
+        let mut registry = self.lock();
+        registry.stopping = true;
+        for &fd in registry.fds.values() {
+            sys::shutdown_read(fd);
+        }
+    }
+
+    /// Shuts down both sides of every connection still registered, so that
+    /// their pending and future reads and writes fail at once (the drain
+    /// timeout ran out: clients that do not read are not waited for).
+    pub fn force_close(&self) {
+        for &fd in self.lock().fds.values() {
+            sys::shutdown_both(fd);
         }
     }
 

@@ -191,7 +191,8 @@ fn apply(epoll: &Epoll, change: Change, trigger: Trigger) -> io::Result<()> {
         ) => epoll.modify(fd, level_events(interest), token.0),
         // Edge mode registered both directions once; nothing ever changes.
         (Change::Interest { .. }, Trigger::Edge) => Ok(()),
-        // Closing a descriptor removes it from every epoll set.
+        // Dropping the socket closes it, which removes it from every epoll
+        // set: no EPOLL_CTL_DEL needed.
         (Change::Closed { .. } | Change::ListenerClosed { .. }, _) => Ok(()),
     }
 }

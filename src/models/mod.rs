@@ -55,6 +55,9 @@ pub mod select;
 pub mod sigio;
 pub mod threadpool;
 pub mod threads;
+pub mod with_mio;
+pub mod with_polling;
+pub mod with_tokio;
 
 /// Which family a model belongs to (the headings of `lab list`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +66,8 @@ pub enum Family {
     Blocking,
     /// One loop, many connections: the kernel says which are ready.
     Readiness,
+    /// The same server on the crates the Rust ecosystem uses.
+    Reference,
 }
 
 impl Family {
@@ -73,6 +78,7 @@ impl Family {
             Family::Readiness => {
                 "readiness: one thread serves many connections, the kernel says which are ready"
             }
+            Family::Reference => "reference: the same server on mio, polling and tokio",
         }
     }
 }
@@ -116,6 +122,9 @@ pub struct Model {
     pub variants: &'static [&'static [&'static str]],
     /// Whether each worker binds its own `SO_REUSEPORT` listener.
     pub listener_per_worker: bool,
+    /// Whether its syscalls go through [`crate::sys`] and are counted (not
+    /// so for tokio, whose IO happens inside the runtime).
+    pub counts_syscalls: bool,
     /// The model itself.
     pub serve: ServeFn,
 }
@@ -148,6 +157,7 @@ static MODELS: &[Model] = &[
         options: &[],
         variants: &[],
         listener_per_worker: false,
+        counts_syscalls: true,
         serve: blocking::serve,
     },
     Model {
@@ -162,6 +172,7 @@ static MODELS: &[Model] = &[
         options: &[],
         variants: &[],
         listener_per_worker: false,
+        counts_syscalls: true,
         serve: fork::serve,
     },
     Model {
@@ -178,6 +189,7 @@ static MODELS: &[Model] = &[
         }],
         variants: &[],
         listener_per_worker: false,
+        counts_syscalls: true,
         serve: prefork::serve,
     },
     Model {
@@ -192,6 +204,7 @@ static MODELS: &[Model] = &[
         options: &[],
         variants: &[],
         listener_per_worker: false,
+        counts_syscalls: true,
         serve: threads::serve,
     },
     Model {
@@ -207,6 +220,7 @@ static MODELS: &[Model] = &[
         }],
         variants: &[],
         listener_per_worker: false,
+        counts_syscalls: true,
         serve: threadpool::serve,
     },
     Model {
@@ -221,6 +235,7 @@ static MODELS: &[Model] = &[
         options: &[ModelOption::SpinSleep],
         variants: &[],
         listener_per_worker: false,
+        counts_syscalls: true,
         serve: nonblocking::serve,
     },
     Model {
@@ -235,6 +250,7 @@ static MODELS: &[Model] = &[
         options: &[],
         variants: &[],
         listener_per_worker: false,
+        counts_syscalls: true,
         serve: select::serve,
     },
     Model {
@@ -248,6 +264,7 @@ static MODELS: &[Model] = &[
         options: &[],
         variants: &[],
         listener_per_worker: false,
+        counts_syscalls: true,
         serve: poll::serve,
     },
     Model {
@@ -263,6 +280,7 @@ static MODELS: &[Model] = &[
         options: &[ModelOption::Workers { default: 1 }, ModelOption::Edge],
         variants: &[&["--edge"], &["--workers", "2"]],
         listener_per_worker: true,
+        counts_syscalls: true,
         serve: epoll::serve,
     },
     Model {
@@ -278,7 +296,51 @@ static MODELS: &[Model] = &[
         options: &[],
         variants: &[],
         listener_per_worker: false,
+        counts_syscalls: true,
         serve: sigio::serve,
+    },
+    Model {
+        name: "mio",
+        family: Family::Reference,
+        summary: "the epoll --edge loop waiting with mio, the crate under tokio",
+        about: "The shared connection state machine driven by a mio::Poll (epoll, always \
+                edge-triggered): the difference from `epoll --edge` is what mio costs.",
+        concurrent: true,
+        fd_limit: None,
+        options: &[],
+        variants: &[],
+        listener_per_worker: false,
+        counts_syscalls: true,
+        serve: with_mio::serve,
+    },
+    Model {
+        name: "polling",
+        family: Family::Reference,
+        summary: "the level-triggered loop waiting with polling, smol's portable poller",
+        about: "The shared connection state machine driven by a polling::Poller in level mode, \
+                interest changed only when a connection's really changes.",
+        concurrent: true,
+        fd_limit: None,
+        options: &[],
+        variants: &[],
+        listener_per_worker: false,
+        counts_syscalls: true,
+        serve: with_polling::serve,
+    },
+    Model {
+        name: "tokio",
+        family: Family::Reference,
+        summary: "a task per connection on tokio (current-thread; --workers N: multi-thread)",
+        about: "The server as a tokio user writes it: a task per connection, async read, codec, \
+                write_all, timeout. Current-thread runtime by default; --workers N (N > 1) runs \
+                the multi-thread runtime. Its syscalls happen inside tokio and are not counted.",
+        concurrent: true,
+        fd_limit: None,
+        options: &[ModelOption::Workers { default: 1 }],
+        variants: &[&["--workers", "2"]],
+        listener_per_worker: false,
+        counts_syscalls: false,
+        serve: with_tokio::serve,
     },
 ];
 

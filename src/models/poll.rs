@@ -150,6 +150,7 @@ impl PollSet {
                 }
             }
             Change::ListenerClosed { .. } => self.fds[LISTENER].set_fd(-1),
+            // (Each closed socket is dropped, and so closed, on return.)
         }
     }
 }

@@ -89,7 +89,7 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
                     set_owner(&mut owner, fd, Some(token));
                     opened.push(token);
                 }
-                Change::Closed { fd, .. } => set_owner(&mut owner, fd, None),
+                Change::Closed { socket, .. } => set_owner(&mut owner, socket.as_raw_fd(), None),
                 Change::Interest { .. } | Change::ListenerClosed { .. } => {}
             }
         }

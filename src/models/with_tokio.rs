@@ -1,0 +1,188 @@
+//! # `tokio` — the same server as a Rust programmer would write it today
+//!
+//! [tokio](https://tokio.rs) is what most Rust network servers run on: an
+//! async runtime whose reactor is mio (epoll, edge-triggered) and whose
+//! tasks are state machines the *compiler* writes from `async fn`s. The
+//! connection handler below reads like the blocking family's
+//! [`handler::handle`](crate::handler::handle) — read, feed the codec,
+//! write all — but every `.await` is a point where the task may be parked
+//! and the thread may run another.
+//!
+//! It is written the way a competent tokio user would write it, with no
+//! handicap: a task per connection, `tokio::time::timeout` for the idle
+//! timeout, `write_all`, `TCP_NODELAY`. The runtime is current-thread by
+//! default (one thread, like our `epoll` model, so the two compare like for
+//! like); `--workers N` runs the multi-thread runtime with N workers.
+//!
+//! **What the lab cannot count.** The reads, writes and `epoll_wait`s
+//! happen inside tokio and mio, out of reach of [`crate::sys`], so this
+//! model's summary shows no syscall counts (its table entry says so). Use
+//! `strace -c -f` to see them.
+//!
+//! **Shutdown**, as in the `threads` model: the connections are registered
+//! in [`Connections`]; on a stop signal the accept loop ends, every read
+//! side is shut down (each task then reads what is buffered, answers it and
+//! ends), and connections still open at the drain timeout are closed.
+
+use std::io;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::handler::READ_SIZE;
+use crate::listener::ConnPermit;
+use crate::protocol::{Codec, ERR_IDLE_TIMEOUT, ERR_TOO_MANY_CONNS};
+use crate::shutdown::{self, Connections};
+use crate::sys::counters::{self, bump, Counter};
+
+/// Runs the server on a current-thread runtime, or on a multi-thread one
+/// with `--workers` threads when that is more than 1.
+pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
+    let runtime = if config.workers > 1 {
+        // Runtime threads must not take the stop signals (see `shutdown`).
+        shutdown::spawn_without_signals(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.workers)
+                .enable_all()
+                .build()
+        })?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
+    // The registry must outlive every task; it lives as long as the process.
+    let connections: &'static Connections = Box::leak(Box::default());
+    let config: &'static Config = Box::leak(Box::new(config.clone()));
+    runtime.block_on(accept_loop(listener, config, connections))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: &'static Config,
+    connections: &'static Connections,
+) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    // SAFETY: the shutdown eventfd is opened once and never closed, so it
+    // stays open and the same file for the life of this `AsyncFd`.
+    let wake = unsafe {
+        AsyncFd::register_with_interest(shutdown::wake_fd(), tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| e.into_parts().1)?;
+    let mut tasks = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = wake.readable() => break,
+        };
+        // Reap finished tasks as we go, so the set does not grow for ever.
+        while tasks.try_join_next().is_some() {}
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            // Out of descriptors: back off instead of spinning on a
+            // listener that stays readable (hyper does the same).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            Err(_) => continue, // the client gave up while queued, and the like
+        };
+        bump(Counter::Accepted);
+        let Some(place) = ConnPermit::try_acquire(config.max_conns) else {
+            let _ = stream.try_write(ERR_TOO_MANY_CONNS);
+            continue;
+        };
+        bump(Counter::SetSockOpt);
+        let _ = stream.set_nodelay(true);
+        let mut stream = connections.register(stream);
+        tasks.spawn(async move {
+            if serve_connection(&mut stream, config).await.is_err() {
+                counters::totals()
+                    .gauges
+                    .conn_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            drop(stream);
+            drop(place);
+        });
+    }
+    drop(listener);
+    connections.begin_drain();
+    let all_done = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(config.drain_timeout, all_done)
+        .await
+        .is_err()
+    {
+        connections.force_close();
+        // Their IO now fails at once; give them a moment to notice, then stop.
+        let rest = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(1), rest)
+            .await
+            .is_err()
+        {
+            tasks.abort_all();
+        }
+    }
+    counters::flush();
+    Ok(())
+}
+
+/// One connection: the blocking handler's loop, with `.await`s.
+async fn serve_connection(stream: &mut tokio::net::TcpStream, config: &Config) -> io::Result<()> {
+    let mut codec = Codec::new(config.max_line);
+    let mut input = vec![0; READ_SIZE.min(config.max_pending)];
+    let mut output = Vec::with_capacity(input.len());
+    loop {
+        let n = match config.idle_timeout() {
+            Some(idle) => match tokio::time::timeout(idle, stream.read(&mut input)).await {
+                Ok(read) => read?,
+                Err(_) => {
+                    let _ = tokio::time::timeout(idle, stream.write_all(ERR_IDLE_TIMEOUT)).await;
+                    return Ok(());
+                }
+            },
+            None => stream.read(&mut input).await?,
+        };
+        if n == 0 {
+            // The client's half-close answers the tail; our drain does not.
+            if !shutdown::requested() {
+                codec.finish(&mut output);
+            }
+            return write_all(stream, &output, config).await;
+        }
+        counters::add(Counter::BytesIn, n as u64);
+        let decoded = codec.decode(&input[..n], &mut output);
+        counters::add(
+            Counter::Requests,
+            decoded.map_or_else(|too_long| too_long.lines, |lines| lines),
+        );
+        write_all(stream, &output, config).await?;
+        output.clear();
+        if decoded.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// `write_all`, cut off after the idle timeout like the blocking family's
+/// `SO_SNDTIMEO`: a client that reads nothing cannot hold a task for ever.
+async fn write_all(
+    stream: &mut tokio::net::TcpStream,
+    bytes: &[u8],
+    config: &Config,
+) -> io::Result<()> {
+    let write = stream.write_all(bytes);
+    match config.idle_timeout() {
+        Some(idle) => tokio::time::timeout(idle, write)
+            .await
+            .map_err(|_| io::ErrorKind::TimedOut)??,
+        None => write.await?,
+    }
+    counters::add(Counter::BytesOut, bytes.len() as u64);
+    Ok(())
+}
