@@ -159,7 +159,7 @@ async fn serve_connection(stream: &mut tokio::net::TcpStream, config: &Config) -
         let decoded = codec.decode(&input[..n], &mut output);
         counters::add(
             Counter::Requests,
-            decoded.map_or_else(|too_long| too_long.lines, |lines| lines),
+            decoded.unwrap_or_else(|too_long| too_long.lines),
         );
         write_all(stream, &output, config).await?;
         output.clear();
