@@ -522,9 +522,18 @@ fn pump(
         }
         reads += 1;
         let room = entry.conn.read_room(max_pending).min(scratch.len());
-        match sys::read(entry.socket.as_fd(), &mut scratch[..room]) {
+        match sys::recv(entry.socket.as_fd(), &mut scratch[..room]) {
             Ok(0) => entry.conn.end_of_input(),
-            Ok(n) => entry.conn.receive(&scratch[..n], now),
+            Ok(n) => {
+                entry.conn.receive(&scratch[..n], now);
+                // A short read emptied the socket's receive queue: under
+                // edge triggering, data arriving from now on raises a new
+                // event, so there is no need to pay for the read that
+                // would only say EAGAIN (tokio and mio make the same bet).
+                if n < room {
+                    entry.readable = false;
+                }
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => entry.readable = false,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -540,7 +549,7 @@ fn pump(
 /// Writes as much pending output as the socket takes.
 fn write_out(entry: &mut Entry) -> io::Result<()> {
     while entry.conn.pending() > 0 {
-        match sys::write(entry.socket.as_fd(), entry.conn.unsent()) {
+        match sys::send(entry.socket.as_fd(), entry.conn.unsent()) {
             Ok(n) => entry.conn.sent(n),
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 entry.writable = false;

@@ -18,6 +18,8 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bench;
+pub mod charts;
 pub mod client;
 pub mod config;
 pub mod conn;

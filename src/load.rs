@@ -520,7 +520,7 @@ impl<'a> Worker<'a> {
     fn flush(&mut self, c: usize) {
         let client = &mut self.clients[c];
         while !client.dead && client.out_sent < client.out.len() {
-            match sys::write(client.socket.as_fd(), &client.out[client.out_sent..]) {
+            match sys::send(client.socket.as_fd(), &client.out[client.out_sent..]) {
                 Ok(n) => client.out_sent += n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -549,7 +549,7 @@ impl<'a> Worker<'a> {
             if self.clients[c].dead {
                 return;
             }
-            let n = match sys::read(self.clients[c].socket.as_fd(), &mut self.scratch) {
+            let n = match sys::recv(self.clients[c].socket.as_fd(), &mut self.scratch) {
                 Ok(0) => {
                     let client = &self.clients[c];
                     let (id, at, n) = (client.id, client.received, client.in_flight.len());
@@ -563,6 +563,9 @@ impl<'a> Worker<'a> {
                     return self.fail(c, format!("conn {id}: read failed: {e}"));
                 }
             };
+            // A short read drained the socket; the next data raises a new
+            // edge, so skip the read that would only say EAGAIN.
+            let drained = n < self.scratch.len();
             let mut chunk = 0;
             while chunk < n {
                 let size = self.args.size;
@@ -609,6 +612,9 @@ impl<'a> Worker<'a> {
                         self.queue_request(c, now);
                     }
                 }
+            }
+            if drained {
+                return;
             }
         }
     }

@@ -12,6 +12,57 @@ use iolab::load::{self, LoadArgs};
 use iolab::models::{self, Model, ModelOption};
 use iolab::{client, listener, shutdown, stats, sys};
 
+/// `lab bench`'s options.
+#[derive(clap::Args, Debug)]
+struct BenchCli {
+    /// Models to compare, comma-separated [default: every model]
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
+    /// Scenarios: rr (1, 100, 1000 conns), pipeline (100 conns, depth 16), c10k
+    #[arg(long, value_delimiter = ',', default_value = "rr,pipeline,c10k")]
+    scenarios: Vec<String>,
+    /// Seconds measured per run.
+    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    duration: std::time::Duration,
+    /// Seconds of load before measuring, per run.
+    #[arg(long, default_value = "1", value_parser = parse_secs)]
+    warmup: std::time::Duration,
+    /// Where to write report.json, report.md and the SVG charts.
+    #[arg(long, default_value = "bench-report")]
+    out: std::path::PathBuf,
+    /// Repeat each run this many times and report the median and spread.
+    #[arg(long, default_value = "1", value_parser = parse_positive)]
+    repeat: usize,
+}
+
+fn bench(args: &ArgMatches) -> Result<(), String> {
+    let cli = BenchCli::from_arg_matches(args).map_err(|e| e.to_string())?;
+    let models = if cli.models.is_empty() {
+        models::all().iter().map(|m| m.name.to_string()).collect()
+    } else {
+        cli.models
+    };
+    let command = std::env::args()
+        .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+        .collect::<Vec<_>>();
+    let args = iolab::bench::BenchArgs {
+        models,
+        scenarios: cli.scenarios,
+        duration: cli.duration,
+        warmup: cli.warmup,
+        out: cli.out,
+        repeat: cli.repeat,
+        command: command.join(" "),
+    };
+    let report = iolab::bench::run(&args).map_err(|e| format!("bench: {e}"))?;
+    let failed = report.rows.iter().filter(|r| r.errors > 0).count();
+    println!("report written to {}", args.out.display());
+    if failed > 0 {
+        return Err(format!("{failed} runs had errors"));
+    }
+    Ok(())
+}
+
 /// `lab load`'s options.
 #[derive(clap::Args, Debug)]
 struct LoadCli {
@@ -97,6 +148,9 @@ fn cli() -> Command {
                         .value_name("HOST:PORT"),
                 ),
         )
+        .subcommand(BenchCli::augment_args(
+            Command::new("bench").about("Run every model under the same loads and write a report"),
+        ))
         .subcommand(LoadCli::augment_args(
             Command::new("load").about("Drive a server with checked, measured load"),
         ));
@@ -146,6 +200,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some(("load", args)) => load(args),
+        Some(("bench", args)) => bench(args),
         Some(("client", args)) => {
             let addr = args.get_one::<String>("addr").expect("has a default");
             client::run(addr).map_err(|e| format!("cannot talk to {addr}: {e}"))

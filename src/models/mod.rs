@@ -97,6 +97,32 @@ pub enum ModelOption {
     SpinSleep,
 }
 
+/// How many clients a model can serve at once, and why no more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Capacity {
+    /// Bounded only by memory and `MAX_CONNS`.
+    Unbounded,
+    /// At most this many; the reason, in a phrase.
+    AtMost(usize, &'static str),
+}
+
+impl Model {
+    /// How many clients it serves at once with `workers` workers.
+    pub fn capacity(&self, workers: usize) -> Capacity {
+        if !self.concurrent {
+            Capacity::AtMost(1, "serves one connection at a time")
+        } else if self.pool_bound {
+            Capacity::AtMost(workers, "each pool worker serves one connection at a time")
+        } else if let Some(limit) = self.fd_limit {
+            // The server's own descriptors (stdio, listener, eventfd, the
+            // spare) take a few numbers below the limit.
+            Capacity::AtMost(limit - 8, "descriptors must fit in an fd_set (FD_SETSIZE)")
+        } else {
+            Capacity::Unbounded
+        }
+    }
+}
+
 /// The entry point every model has.
 pub type ServeFn = fn(TcpListener, &Config) -> io::Result<()>;
 
@@ -116,6 +142,9 @@ pub struct Model {
     pub concurrent: bool,
     /// The most descriptors it can watch, if it has such a limit.
     pub fd_limit: Option<usize>,
+    /// Whether each worker serves one connection at a time, so that
+    /// `--workers` bounds how many clients are served at once (pools).
+    pub pool_bound: bool,
     /// Options it takes beyond the common ones.
     pub options: &'static [ModelOption],
     /// Extra argument sets the conformance suite also runs it with.
@@ -154,6 +183,7 @@ static MODELS: &[Model] = &[
                 done. --max-conns cannot be enforced (waiting clients are never accepted).",
         concurrent: false,
         fd_limit: None,
+        pool_bound: false,
         options: &[],
         variants: &[],
         listener_per_worker: false,
@@ -169,6 +199,7 @@ static MODELS: &[Model] = &[
                 --max-conns counts live children.",
         concurrent: true,
         fd_limit: None,
+        pool_bound: false,
         options: &[],
         variants: &[],
         listener_per_worker: false,
@@ -184,6 +215,7 @@ static MODELS: &[Model] = &[
                 the connection limit live in shared memory.",
         concurrent: true,
         fd_limit: None,
+        pool_bound: true,
         options: &[ModelOption::Workers {
             default: POOL_DEFAULT,
         }],
@@ -201,6 +233,7 @@ static MODELS: &[Model] = &[
                 joins the threads.",
         concurrent: true,
         fd_limit: None,
+        pool_bound: false,
         options: &[],
         variants: &[],
         listener_per_worker: false,
@@ -215,6 +248,7 @@ static MODELS: &[Model] = &[
                 at a time (producer-consumer). Queued connections count toward --max-conns.",
         concurrent: true,
         fd_limit: None,
+        pool_bound: true,
         options: &[ModelOption::Workers {
             default: POOL_DEFAULT,
         }],
@@ -232,6 +266,7 @@ static MODELS: &[Model] = &[
                 that CPU for latency.",
         concurrent: true,
         fd_limit: None,
+        pool_bound: false,
         options: &[ModelOption::SpinSleep],
         variants: &[],
         listener_per_worker: false,
@@ -247,6 +282,7 @@ static MODELS: &[Model] = &[
                 'error: too many connections' and is closed.",
         concurrent: true,
         fd_limit: Some(1024),
+        pool_bound: false,
         options: &[],
         variants: &[],
         listener_per_worker: false,
@@ -261,6 +297,7 @@ static MODELS: &[Model] = &[
                 limit, but each call costs O(connections).",
         concurrent: true,
         fd_limit: None,
+        pool_bound: false,
         options: &[],
         variants: &[],
         listener_per_worker: false,
@@ -277,6 +314,7 @@ static MODELS: &[Model] = &[
                 loops, each with its own epoll and SO_REUSEPORT listener.",
         concurrent: true,
         fd_limit: None,
+        pool_bound: false,
         options: &[ModelOption::Workers { default: 1 }, ModelOption::Edge],
         variants: &[&["--edge"], &["--workers", "2"]],
         listener_per_worker: true,
@@ -293,6 +331,7 @@ static MODELS: &[Model] = &[
                 poll(2) over every connection.",
         concurrent: true,
         fd_limit: None,
+        pool_bound: false,
         options: &[],
         variants: &[],
         listener_per_worker: false,
@@ -307,6 +346,7 @@ static MODELS: &[Model] = &[
                 edge-triggered): the difference from `epoll --edge` is what mio costs.",
         concurrent: true,
         fd_limit: None,
+        pool_bound: false,
         options: &[],
         variants: &[],
         listener_per_worker: false,
@@ -321,6 +361,7 @@ static MODELS: &[Model] = &[
                 interest changed only when a connection's really changes.",
         concurrent: true,
         fd_limit: None,
+        pool_bound: false,
         options: &[],
         variants: &[],
         listener_per_worker: false,
@@ -336,6 +377,7 @@ static MODELS: &[Model] = &[
                 the multi-thread runtime. Its syscalls happen inside tokio and are not counted.",
         concurrent: true,
         fd_limit: None,
+        pool_bound: false,
         options: &[ModelOption::Workers { default: 1 }],
         variants: &[&["--workers", "2"]],
         listener_per_worker: false,

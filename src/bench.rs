@@ -1,0 +1,673 @@
+//! `lab bench`: every model under the same loads, side by side.
+//!
+//! For each model and each run of each scenario the runner starts the model
+//! as its own process on port 0, drives it with [`crate::load`] from this
+//! process, stops it with SIGTERM and reads its summary line. Server and
+//! generator are pinned to different CPUs when there are at least two, so
+//! they do not steal each other's time slices (the report says which).
+//!
+//! The scenarios:
+//!
+//! | run | busy conns | depth | idle conns | what it shows |
+//! |---|---|---|---|---|
+//! | `rr-1` | 1 | 1 | 0 | the latency floor: one request at a time |
+//! | `rr-100` | 100 | 1 | 0 | many clients, one request each in flight |
+//! | `rr-1000` | 1,000 | 1 | 0 | the same at 1,000 clients |
+//! | `pipeline` | 100 | 16 | 0 | batching: many requests per syscall |
+//! | `c10k` | 100 | 1 | 10,000 | memory per connection; cost of idle ones |
+//!
+//! A model that cannot hold a run's connections by its nature (the
+//! iterative server, a pool smaller than the clients, `select` past 1,024)
+//! is reported as such with the reason, never dropped quietly.
+//!
+//! Everything measured is per run: requests per second and latency
+//! percentiles from the generator; server CPU per request, syscalls per
+//! request and errors from the server's summary; memory per connection as
+//! the growth of the server's proportional set size (PSS, so that forked
+//! processes' shared pages count once) divided by the connections.
+
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::load::{self, LoadArgs, LoadReport};
+use crate::models::{self, Capacity, Model};
+use crate::stats::Summary;
+
+/// One load a model is put under.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Run {
+    /// Its name in the report.
+    pub name: &'static str,
+    /// Connections sending requests.
+    pub conns: usize,
+    /// Requests in flight per connection.
+    pub depth: usize,
+    /// Connections held open and silent.
+    pub idle: usize,
+}
+
+/// The runs of a scenario name, or `None` if there is no such scenario.
+pub fn scenario(name: &str) -> Option<&'static [Run]> {
+    const RR: &[Run] = &[
+        Run {
+            name: "rr-1",
+            conns: 1,
+            depth: 1,
+            idle: 0,
+        },
+        Run {
+            name: "rr-100",
+            conns: 100,
+            depth: 1,
+            idle: 0,
+        },
+        Run {
+            name: "rr-1000",
+            conns: 1000,
+            depth: 1,
+            idle: 0,
+        },
+    ];
+    const PIPELINE: &[Run] = &[Run {
+        name: "pipeline",
+        conns: 100,
+        depth: 16,
+        idle: 0,
+    }];
+    const C10K: &[Run] = &[Run {
+        name: "c10k",
+        conns: 100,
+        depth: 1,
+        idle: 10_000,
+    }];
+    match name {
+        "rr" => Some(RR),
+        "pipeline" => Some(PIPELINE),
+        "c10k" => Some(C10K),
+        _ => None,
+    }
+}
+
+/// What to compare.
+#[derive(Clone, Debug)]
+pub struct BenchArgs {
+    /// Model names, in order.
+    pub models: Vec<String>,
+    /// Scenario names, in order.
+    pub scenarios: Vec<String>,
+    /// Seconds measured per run.
+    pub duration: Duration,
+    /// Seconds of load before measuring, per run.
+    pub warmup: Duration,
+    /// Where the report goes.
+    pub out: PathBuf,
+    /// Times each run is repeated; the report keeps the median by
+    /// requests/s and gives the spread.
+    pub repeat: usize,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+/// One model under one run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Row {
+    /// The model.
+    pub model: String,
+    /// The run.
+    pub run: String,
+    /// Why it was not run, or why the run failed; `None` if it ran.
+    pub skipped: Option<String>,
+    /// Requests answered per second (the median run's, if repeated).
+    pub requests_per_s: f64,
+    /// The lowest and highest requests/s over the repeats.
+    pub spread: Option<(f64, f64)>,
+    /// Latency percentiles (µs) and fairness, from the generator.
+    pub load: Option<LoadReport>,
+    /// Server CPU microseconds per request (user + system, whole run).
+    pub cpu_us_per_request: Option<f64>,
+    /// Server syscalls per request (whole run), if the model counts them.
+    pub syscalls_per_request: Option<f64>,
+    /// Growth of the server's memory per open connection, KiB.
+    pub kib_per_conn: Option<f64>,
+    /// Errors seen by the generator.
+    pub errors: u64,
+    /// The server's summary line.
+    pub summary: Option<Summary>,
+}
+
+/// The machine a report was measured on.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Machine {
+    /// From /proc/cpuinfo.
+    pub cpu: String,
+    /// Online CPUs.
+    pub cores: usize,
+    /// `uname -r`.
+    pub kernel: String,
+    /// Total memory, GiB.
+    pub memory_gib: f64,
+}
+
+/// Everything `lab bench` writes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// Where it ran.
+    pub machine: Machine,
+    /// When (UTC, RFC 3339).
+    pub date: String,
+    /// `git describe` of the source, if known.
+    pub commit: String,
+    /// How it was invoked.
+    pub command: String,
+    /// How server and generator were placed on CPUs.
+    pub pinning: String,
+    /// Seconds measured per run.
+    pub duration_s: f64,
+    /// Times each run was repeated.
+    pub repeat: usize,
+    /// Every model × run.
+    pub rows: Vec<Row>,
+}
+
+/// Runs the comparison, printing a table as it goes, and writes
+/// `report.json`, `report.md` and the charts to `args.out`.
+pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
+    let mut chosen: Vec<(&Model, &[Run])> = Vec::new();
+    for name in &args.models {
+        let model =
+            models::find(name).ok_or_else(|| io::Error::other(format!("no model named {name}")))?;
+        for scenario_name in &args.scenarios {
+            let runs = scenario(scenario_name).ok_or_else(|| {
+                io::Error::other(format!(
+                    "no scenario named {scenario_name} (rr, pipeline, c10k)"
+                ))
+            })?;
+            chosen.push((model, runs));
+        }
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinning = if cores >= 2 {
+        pin_self(1);
+        "server on CPU 0, load generator on CPU 1".to_string()
+    } else {
+        "not pinned (one CPU)".to_string()
+    };
+    let total: usize = chosen.iter().map(|(_, runs)| runs.len()).sum();
+    println!(
+        "lab bench: {total} runs of {:.0} s (+{:.0} s warm-up); {pinning}",
+        args.duration.as_secs_f64(),
+        args.warmup.as_secs_f64()
+    );
+    println!("{}", header());
+
+    let mut rows = Vec::new();
+    let started = Instant::now();
+    for (model, runs) in chosen {
+        for run in runs {
+            // Progress on stderr, erased before the row is printed.
+            let done = rows.len();
+            let eta = match done {
+                0 => String::new(),
+                _ => format!(
+                    ", about {:.0} s left",
+                    started.elapsed().as_secs_f64() / done as f64 * (total - done) as f64
+                ),
+            };
+            eprint!(
+                "[{}/{total}] {} {}{eta}...\r",
+                done + 1,
+                model.name,
+                run.name
+            );
+            let row = measure_repeated(model, run, args, cores >= 2);
+            eprint!("{:79}\r", "");
+            println!("{}", row_line(&row));
+            rows.push(row);
+        }
+    }
+    let report = BenchReport {
+        machine: machine(),
+        date: now_utc(),
+        commit: commit(),
+        command: args.command.clone(),
+        pinning,
+        duration_s: args.duration.as_secs_f64(),
+        repeat: args.repeat,
+        rows,
+    };
+    write_report(&report, &args.out)?;
+    Ok(report)
+}
+
+fn header() -> String {
+    format!(
+        "{:<12} {:<9} {:>10} {:>7} {:>9} {:>9} {:>9} {:>17} {:>8} {:>8} {:>8} {:>6}",
+        "model",
+        "run",
+        "req/s",
+        "spread",
+        "p50",
+        "p99",
+        "p99.9",
+        "per conn min/max",
+        "cpu µs",
+        "sys/req",
+        "KiB/conn",
+        "errors"
+    )
+}
+
+fn row_line(row: &Row) -> String {
+    if let Some(reason) = &row.skipped {
+        return format!("{:<12} {:<9} -- {reason}", row.model, row.run);
+    }
+    let Some(load) = &row.load else {
+        return String::new();
+    };
+    let opt = |v: Option<f64>, digits: usize| v.map_or("n/a".into(), |v| format!("{v:.digits$}"));
+    format!(
+        "{:<12} {:<9} {:>10.0} {:>7} {:>9} {:>9} {:>9} {:>17} {:>8} {:>8} {:>8} {:>6}",
+        row.model,
+        row.run,
+        row.requests_per_s,
+        spread(row),
+        us(load.latency_us.p50),
+        us(load.latency_us.p99),
+        us(load.latency_us.p999),
+        format!("{}/{}", load.per_conn.min, load.per_conn.max),
+        opt(row.cpu_us_per_request, 2),
+        opt(row.syscalls_per_request, 2),
+        opt(row.kib_per_conn, 1),
+        row.errors
+    )
+}
+
+/// The spread of repeated runs as ± half the range, in percent of the median.
+fn spread(row: &Row) -> String {
+    match row.spread {
+        Some((low, high)) if row.requests_per_s > 0.0 => {
+            format!("±{:.0}%", (high - low) / 2.0 / row.requests_per_s * 100.0)
+        }
+        _ => "-".into(),
+    }
+}
+
+fn us(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.0}ms", v / 1000.0)
+    } else if v >= 1000.0 {
+        format!("{:.1}ms", v / 1000.0)
+    } else {
+        format!("{v:.0}µs")
+    }
+}
+
+/// A run repeated `args.repeat` times: the median by requests/s, with the
+/// spread. A failed or skipped attempt is reported as it is.
+fn measure_repeated(model: &Model, run: &Run, args: &BenchArgs, pin: bool) -> Row {
+    let mut rows = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        let row = measure(model, run, args, pin);
+        if row.skipped.is_some() || row.errors > 0 {
+            return row;
+        }
+        rows.push(row);
+    }
+    rows.sort_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s));
+    let spread = (rows[0].requests_per_s, rows[rows.len() - 1].requests_per_s);
+    let mut median = rows.swap_remove(rows.len() / 2);
+    if args.repeat > 1 {
+        median.spread = Some(spread);
+    }
+    median
+}
+
+/// One model under one run, from start to summary.
+fn measure(model: &Model, run: &Run, args: &BenchArgs, pin: bool) -> Row {
+    let mut row = Row {
+        model: model.name.into(),
+        run: run.name.into(),
+        ..Row::default()
+    };
+    let workers = model.default_workers().unwrap_or(1);
+    if let Capacity::AtMost(most, why) = model.capacity(workers) {
+        if run.conns + run.idle > most {
+            row.skipped = Some(format!(
+                "cannot hold {} connections: {why} (at most {most})",
+                run.conns + run.idle
+            ));
+            return row;
+        }
+    }
+    match measure_running(model, run, args, pin, &mut row) {
+        Ok(()) => {}
+        Err(e) => row.skipped = Some(format!("failed: {e}")),
+    }
+    row
+}
+
+fn measure_running(
+    model: &Model,
+    run: &Run,
+    args: &BenchArgs,
+    pin: bool,
+    row: &mut Row,
+) -> io::Result<()> {
+    let mut server = ServerProcess::start(model.name, pin)?;
+    let pid = server.pid();
+    let baseline = tree_pss_kib(pid);
+    let peak = AtomicU64::new(baseline);
+    let running = AtomicBool::new(true);
+    let load_args = LoadArgs {
+        addr: server.addr.clone(),
+        conns: run.conns,
+        depth: run.depth,
+        size: 64,
+        duration: args.duration,
+        warmup: args.warmup,
+        rate: None,
+        idle: run.idle,
+        threads: 1,
+    };
+    let report = std::thread::scope(|scope| {
+        // Sample the server's memory while the connections are open.
+        scope.spawn(|| {
+            while running.load(Relaxed) {
+                peak.fetch_max(tree_pss_kib(pid), Relaxed);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let report = load::run(&load_args);
+        running.store(false, Relaxed);
+        report
+    });
+    let summary = server.stop()?;
+    let report = report?;
+    let conns = (run.conns + run.idle) as f64;
+    row.kib_per_conn = Some(peak.load(Relaxed).saturating_sub(baseline) as f64 / conns);
+    row.requests_per_s = report.requests_per_s;
+    row.errors = report.errors;
+    if summary.requests > 0 {
+        let requests = summary.requests as f64;
+        row.cpu_us_per_request = Some((summary.cpu_user_s + summary.cpu_sys_s) * 1e6 / requests);
+        if model.counts_syscalls {
+            row.syscalls_per_request =
+                Some(summary.syscalls.values().sum::<u64>() as f64 / requests);
+        }
+    }
+    row.load = Some(report);
+    row.summary = Some(summary);
+    Ok(())
+}
+
+/// A `lab MODEL` child process.
+struct ServerProcess {
+    child: Child,
+    addr: String,
+    lines: mpsc::Receiver<String>,
+}
+
+impl ServerProcess {
+    fn start(model: &str, pin: bool) -> io::Result<ServerProcess> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .args([
+                model,
+                "--addr",
+                "127.0.0.1:0",
+                "--max-conns",
+                "20000",
+                "--idle-timeout",
+                "0",
+                "--drain-timeout",
+                "2",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if pin {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec the closure only makes one
+            // async-signal-safe system call (sched_setaffinity) on a set
+            // built on its own stack.
+            unsafe {
+                command.pre_exec(|| {
+                    pin_self(0);
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn()?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| io::Error::other(format!("{model} did not start")))?;
+        let addr = first
+            .strip_prefix("listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .ok_or_else(|| io::Error::other(format!("{model} printed {first:?}")))?
+            .to_string();
+        Ok(ServerProcess { child, addr, lines })
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGTERM, then the summary line.
+    fn stop(&mut self) -> io::Result<Summary> {
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(json) = line.strip_prefix("summary ") {
+                        let _ = self.child.wait();
+                        return serde_json::from_str(json).map_err(io::Error::other);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Err(io::Error::other("the server printed no summary"))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Pins the calling thread (and the threads and processes it creates
+/// afterwards) to one CPU.
+fn pin_self(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data, zero is the empty set; CPU_SET and
+    // sched_setaffinity only touch that local set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Proportional set size of a process and all its descendants, KiB.
+fn tree_pss_kib(pid: i32) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![pid];
+    let children = child_map();
+    while let Some(p) = stack.pop() {
+        total += pss_kib(p);
+        if let Some(kids) = children.get(&p) {
+            stack.extend(kids);
+        }
+    }
+    total
+}
+
+fn pss_kib(pid: i32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix("Pss:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Parent pid → children, from /proc/*/stat.
+fn child_map() -> std::collections::HashMap<i32, Vec<i32>> {
+    let mut map: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return map;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+            map.entry(ppid).or_default().push(pid);
+        }
+    }
+    map
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        kernel,
+        memory_gib: mem_kib / 1024.0 / 1024.0,
+    }
+}
+
+fn now_utc() -> String {
+    let output = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output();
+    output
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn commit() -> String {
+    let output = Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .stderr(Stdio::null())
+        .output();
+    match output {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => "unknown".into(),
+    }
+}
+
+fn write_report(report: &BenchReport, out: &Path) -> io::Result<()> {
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(report).map_err(io::Error::other)?,
+    )?;
+    std::fs::write(out.join("report.md"), markdown(report))?;
+    crate::charts::write_all(report, out)
+}
+
+fn markdown(report: &BenchReport) -> String {
+    let m = &report.machine;
+    let mut md = String::new();
+    md.push_str("# lab bench report\n\n");
+    md.push_str(&format!(
+        "- machine: {} — {} CPUs, {:.1} GiB, Linux {}\n- date: {}\n- commit: {}\n- command: `{}`\n- placement: {}\n- each run: {:.0} s measured after a warm-up, 64-byte lines, repeated {} time(s) (median shown; spread = ± half the range of requests/s)\n\n",
+        m.cpu, m.cores, m.memory_gib, m.kernel, report.date, report.commit, report.command, report.pinning, report.duration_s, report.repeat
+    ));
+    md.push_str(
+        "Requests/s and latency come from the load generator (every answer checked byte for byte); \
+         CPU and syscalls per request from the server's own summary over its whole run; KiB/conn is \
+         the growth of the server's PSS divided by its connections. On a 2-core machine the \
+         generator and the server each have one core, and the generator's share of its core is \
+         given: near 100 % means the generator, not the server, set the pace.\n\n",
+    );
+    md.push_str("| model | run | req/s | spread | p50 | p99 | p99.9 | max | answers/conn min–max | server CPU µs/req | syscalls/req | KiB/conn | generator CPU | errors |\n");
+    md.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for row in &report.rows {
+        match (&row.skipped, &row.load) {
+            (Some(reason), _) => md.push_str(&format!(
+                "| {} | {} | — | | | | | | | | | | | {reason} |\n",
+                row.model, row.run
+            )),
+            (None, Some(load)) => {
+                let l = &load.latency_us;
+                let opt = |v: Option<f64>, d: usize| v.map_or("n/a".into(), |v| format!("{v:.d$}"));
+                md.push_str(&format!(
+                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {}–{} | {} | {} | {} | {:.0}% | {} |\n",
+                    row.model,
+                    row.run,
+                    row.requests_per_s,
+                    spread(row),
+                    us(l.p50),
+                    us(l.p99),
+                    us(l.p999),
+                    us(l.max),
+                    load.per_conn.min,
+                    load.per_conn.max,
+                    opt(row.cpu_us_per_request, 2),
+                    opt(row.syscalls_per_request, 2),
+                    opt(row.kib_per_conn, 1),
+                    load.cpu_share * 100.0,
+                    row.errors
+                ));
+            }
+            (None, None) => {}
+        }
+    }
+    md.push_str(
+        "\n![throughput](throughput.svg)\n\n![latency](latency.svg)\n\n![memory](memory.svg)\n",
+    );
+    md
+}
