@@ -186,10 +186,10 @@ impl Acceptor {
                 | libc::EOPNOTSUPP
                 | libc::ENETUNREACH,
             ) => Ok(Accepted::Again),
-            Some(libc::EMFILE | libc::ENFILE) => {
-                self.shed_one();
-                Ok(Accepted::Again)
-            }
+            // `accept4` takes a descriptor number *before* it looks at the
+            // queue, so it fails with EMFILE even when the queue is empty;
+            // only the spare's attempt can tell which it is.
+            Some(libc::EMFILE | libc::ENFILE) => Ok(self.shed_one()),
             // ENOBUFS/ENOMEM: the kernel is short of memory; the connection
             // stays queued. Back off briefly rather than spin.
             Some(libc::ENOBUFS | libc::ENOMEM) => {
@@ -201,15 +201,22 @@ impl Acceptor {
     }
 
     /// Out of descriptors: free the spare, use it to take one connection off
-    /// the queue and turn it away, then take the spare back.
-    fn shed_one(&mut self) {
+    /// the queue and turn it away, then take the spare back. `Empty` if
+    /// there was no connection to take.
+    fn shed_one(&mut self) -> Accepted {
         match self.spare.take() {
             Some(spare) => {
                 drop(spare);
-                if let Ok(fd) = sys::accept(self.listener.as_fd(), self.blocking) {
-                    turn_away(fd);
-                }
+                let shed = match sys::accept(self.listener.as_fd(), self.blocking) {
+                    Ok(fd) => {
+                        turn_away(fd);
+                        Accepted::Again
+                    }
+                    // The queue was empty after all (or the peer gave up).
+                    Err(_) => Accepted::Empty,
+                };
                 self.spare = open_spare();
+                shed
             }
             // Another thread took the descriptor we freed before we could
             // reopen the spare. Without one we cannot drain the queue, so
@@ -217,6 +224,7 @@ impl Acceptor {
             None => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
                 self.spare = open_spare();
+                Accepted::Empty
             }
         }
     }
