@@ -26,7 +26,7 @@
 //! the growth of the server's proportional set size (PSS, so that forked
 //! processes' shared pages count once) divided by the connections.
 
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -112,6 +112,8 @@ pub struct BenchArgs {
     pub repeat: usize,
     /// The command line, for the report.
     pub command: String,
+    /// The `lab` executable to start the models with.
+    pub lab: PathBuf,
 }
 
 /// One model under one run.
@@ -201,9 +203,10 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
     };
     let total: usize = chosen.iter().map(|(_, runs)| runs.len()).sum();
     println!(
-        "lab bench: {total} runs of {:.0} s (+{:.0} s warm-up); {pinning}",
+        "lab bench: {total} runs of {:.1} s (+{:.1} s warm-up), each repeated {}x; {pinning}",
         args.duration.as_secs_f64(),
-        args.warmup.as_secs_f64()
+        args.warmup.as_secs_f64(),
+        args.repeat
     );
     println!("{}", header());
 
@@ -211,23 +214,29 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
     let started = Instant::now();
     for (model, runs) in chosen {
         for run in runs {
-            // Progress on stderr, erased before the row is printed.
+            // Progress on stderr, when it is a terminal, erased before the
+            // row is printed.
             let done = rows.len();
-            let eta = match done {
-                0 => String::new(),
-                _ => format!(
-                    ", about {:.0} s left",
-                    started.elapsed().as_secs_f64() / done as f64 * (total - done) as f64
-                ),
-            };
-            eprint!(
-                "[{}/{total}] {} {}{eta}...\r",
-                done + 1,
-                model.name,
-                run.name
-            );
+            let progress = io::stderr().is_terminal();
+            if progress {
+                let eta = match done {
+                    0 => String::new(),
+                    _ => format!(
+                        ", about {:.0} s left",
+                        started.elapsed().as_secs_f64() / done as f64 * (total - done) as f64
+                    ),
+                };
+                eprint!(
+                    "[{}/{total}] {} {}{eta}...\r",
+                    done + 1,
+                    model.name,
+                    run.name
+                );
+            }
             let row = measure_repeated(model, run, args, cores >= 2);
-            eprint!("{:79}\r", "");
+            if progress {
+                eprint!("{:79}\r", "");
+            }
             println!("{}", row_line(&row));
             rows.push(row);
         }
@@ -360,7 +369,7 @@ fn measure_running(
     pin: bool,
     row: &mut Row,
 ) -> io::Result<()> {
-    let mut server = ServerProcess::start(model.name, pin)?;
+    let mut server = ServerProcess::start(&args.lab, model.name, pin)?;
     let pid = server.pid();
     let baseline = tree_pss_kib(pid);
     let peak = AtomicU64::new(baseline);
@@ -415,8 +424,8 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(model: &str, pin: bool) -> io::Result<ServerProcess> {
-        let mut command = Command::new(std::env::current_exe()?);
+    fn start(lab: &Path, model: &str, pin: bool) -> io::Result<ServerProcess> {
+        let mut command = Command::new(lab);
         command
             .args([
                 model,

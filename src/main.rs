@@ -53,6 +53,7 @@ fn bench(args: &ArgMatches) -> Result<(), String> {
         out: cli.out,
         repeat: cli.repeat,
         command: command.join(" "),
+        lab: std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?,
     };
     let report = iolab::bench::run(&args).map_err(|e| format!("bench: {e}"))?;
     let failed = report.rows.iter().filter(|r| r.errors > 0).count();
