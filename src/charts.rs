@@ -159,6 +159,7 @@ fn draw(
                 .disable_x_mesh()
                 .x_labels(categories.len() + 1)
                 .x_label_formatter(&label)
+                .y_label_formatter(&|v: &f64| human(*v))
                 .y_desc(unit)
                 .draw()?;
             for (s, one) in series.iter().enumerate() {
@@ -197,4 +198,15 @@ fn draw(
     }
     root.present()?;
     Ok(())
+}
+
+/// 1500000 → "1.5M", 2000 → "2k", 0.5 → "0.5".
+fn human(v: f64) -> String {
+    let (scaled, suffix) = match v.abs() {
+        a if a >= 1e6 => (v / 1e6, "M"),
+        a if a >= 1e3 => (v / 1e3, "k"),
+        _ => (v, ""),
+    };
+    let text = format!("{scaled:.1}");
+    format!("{}{suffix}", text.trim_end_matches(".0"))
 }
