@@ -185,12 +185,16 @@ impl Stream {
     }
 
     /// `SO_RCVTIMEO`: a blocking read that waits longer fails with `EAGAIN`.
+    /// (Counted: it is made for every connection.)
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        bump(Counter::SetSockOpt);
         socket2::SockRef::from(&self.fd).set_read_timeout(timeout)
     }
 
     /// `SO_SNDTIMEO`: a blocking write that waits longer fails with `EAGAIN`.
+    /// (Counted: it is made for every connection.)
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        bump(Counter::SetSockOpt);
         socket2::SockRef::from(&self.fd).set_write_timeout(timeout)
     }
 }
