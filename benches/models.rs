@@ -4,7 +4,7 @@
 //! This is the same runner as `lab bench` (see `src/bench.rs`), cut short
 //! so that `cargo bench` finishes in about a minute; the full comparison is
 //! `cargo run --release --bin lab -- bench`. The report lands in
-//! `target/bench-profile/`.
+//! `target/tmp/bench-profile/`.
 
 use std::path::PathBuf;
 use std::time::Duration;

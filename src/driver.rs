@@ -87,6 +87,12 @@ pub struct Ready {
     pub readable: bool,
     /// There is room to write (or an error).
     pub writable: bool,
+    /// The peer has closed its side (`EPOLLRDHUP`): end of stream waits
+    /// behind whatever data is queued. Under edge triggering this matters:
+    /// data and FIN that arrive together raise one edge, so a short read
+    /// does *not* mean "no more events are coming" — the 0 of end of
+    /// stream is still to be read.
+    pub read_closed: bool,
 }
 
 impl Ready {
@@ -94,16 +100,19 @@ impl Ready {
     pub const READ: Ready = Ready {
         readable: true,
         writable: false,
+        read_closed: false,
     };
     /// Writable only.
     pub const WRITE: Ready = Ready {
         readable: false,
         writable: true,
+        read_closed: false,
     };
     /// Both (for errors and hang-ups, which both calls will surface).
     pub const BOTH: Ready = Ready {
         readable: true,
         writable: true,
+        read_closed: false,
     };
 }
 
@@ -155,6 +164,8 @@ struct Entry {
     readable: bool,
     /// Known writable: no `EAGAIN` from `write` since the last report.
     writable: bool,
+    /// The peer's FIN has been reported (see [`Ready::read_closed`]).
+    read_closed: bool,
     /// The interest last announced to the model.
     interest: Interest,
     /// On the deferred queue already.
@@ -241,7 +252,10 @@ impl Driver {
     }
 
     /// The changes since the last call, in the order they happened. Apply
-    /// them all before waiting again.
+    /// them all *after* the last call that may make one (`tick`,
+    /// `accept_ready`, `service`, `run_deferred`) and *before* waiting
+    /// again: a connection opened but not yet watched, or closed but not
+    /// yet dropped, would otherwise wait as long as the loop sleeps.
     pub fn changes(&mut self) -> std::vec::Drain<'_, Change> {
         self.changes.drain(..)
     }
@@ -258,6 +272,9 @@ impl Driver {
     /// budget ran out), which matters to edge-triggered models: they will
     /// not be told again. `Err` only if the listener itself failed.
     pub fn accept_ready(&mut self) -> io::Result<bool> {
+        // The loop may have slept for hours: a connection accepted now must
+        // not start life already past its idle deadline.
+        self.now = Instant::now();
         for _ in 0..ACCEPT_BUDGET {
             let Some(acceptor) = self.acceptor.as_mut() else {
                 return Ok(false);
@@ -304,6 +321,7 @@ impl Driver {
             readable: false,
             // A new socket's send buffer is empty: write without asking.
             writable: true,
+            read_closed: false,
             interest,
             deferred: false,
             timer,
@@ -330,6 +348,21 @@ impl Driver {
     /// triggering until `EAGAIN` or the budget), answers, and closes it if it
     /// is done or failed. A stale token is ignored.
     pub fn service(&mut self, token: Token, ready: Ready) {
+        self.advance(token, ready, false);
+    }
+
+    /// Advances a connection that may have received data (even its FIN)
+    /// before anyone was watching it — sigio's sockets, made `O_ASYNC`
+    /// only after `accept`, raised no signal for what came first. Reads
+    /// until `EAGAIN` or end of stream, not trusting a short read.
+    pub fn service_unwatched(&mut self, token: Token) {
+        self.advance(token, Ready::BOTH, true);
+    }
+
+    fn advance(&mut self, token: Token, ready: Ready, to_eagain: bool) {
+        // Fresh, not the time of the last `tick`: the loop may have slept
+        // since, and bytes read now make the connection active now.
+        self.now = Instant::now();
         let (max_pending, trigger, now) = (self.config.max_pending, self.trigger, self.now);
         let scratch = &mut self.scratch;
         let Some(slot) = self.slots.get_mut(token.index()) else {
@@ -343,7 +376,8 @@ impl Driver {
         };
         entry.readable |= ready.readable;
         entry.writable |= ready.writable;
-        let pumped = pump(entry, scratch, max_pending, trigger, now);
+        entry.read_closed |= ready.read_closed;
+        let pumped = pump(entry, scratch, max_pending, trigger, now, to_eagain);
         self.settle(token, pumped);
     }
 
@@ -507,6 +541,7 @@ fn pump(
     max_pending: usize,
     trigger: Trigger,
     now: Instant,
+    to_eagain: bool,
 ) -> io::Result<()> {
     let budget = match trigger {
         Trigger::Level => 1,
@@ -530,7 +565,9 @@ fn pump(
                 // edge triggering, data arriving from now on raises a new
                 // event, so there is no need to pay for the read that
                 // would only say EAGAIN (tokio and mio make the same bet).
-                if n < room {
+                // Unless the FIN already came: its edge is spent, and the
+                // end of stream must be read now.
+                if n < room && !entry.read_closed && !to_eagain {
                     entry.readable = false;
                 }
             }

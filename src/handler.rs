@@ -24,8 +24,9 @@
 //!
 //! Backpressure comes free: while a write blocks we do not read, so a client
 //! that never reads fills its socket buffers and TCP flow control stops it.
-//! At most one read's worth of responses (16 KiB, or `MAX_PENDING` if that is
-//! smaller) is ever held.
+//! What is held is one read's worth of responses (16 KiB, or `MAX_PENDING`
+//! if that is smaller) plus the codec's unfinished line (under `MAX_LINE`),
+//! which comes out whole once its LF arrives.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::time::Duration;

@@ -149,12 +149,14 @@ fn cli() -> Command {
                         .value_name("HOST:PORT"),
                 ),
         )
-        .subcommand(BenchCli::augment_args(
-            Command::new("bench").about("Run every model under the same loads and write a report"),
-        ))
-        .subcommand(LoadCli::augment_args(
-            Command::new("load").about("Drive a server with checked, measured load"),
-        ));
+        .subcommand(
+            BenchCli::augment_args(Command::new("bench"))
+                .about("Run every model under the same loads and write a report"),
+        )
+        .subcommand(
+            LoadCli::augment_args(Command::new("load"))
+                .about("Drive a server with checked, measured load"),
+        );
     for model in models::all() {
         lab = lab.subcommand(model_command(model));
     }
@@ -162,11 +164,11 @@ fn cli() -> Command {
 }
 
 fn model_command(model: &Model) -> Command {
-    let mut command = Config::augment_args(
-        Command::new(model.name)
-            .about(model.summary)
-            .long_about(format!("{}\n\n{}", model.summary, model.about)),
-    );
+    // `augment_args` sets the about text from the options struct's doc
+    // comment, so the model's own text goes on afterwards.
+    let mut command = Config::augment_args(Command::new(model.name))
+        .about(model.summary)
+        .long_about(format!("{}\n\n{}", model.summary, model.about));
     for option in model.options {
         command = command.arg(match option {
             ModelOption::Workers { default } => Arg::new("workers")
@@ -275,7 +277,8 @@ fn serve(model: &Model, args: &ArgMatches) -> Result<(), String> {
             }
         }
     }
-    shutdown::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    shutdown::install(config.drain_timeout)
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     // Map the shared counters now, before any model forks.
     sys::counters::totals();
     let started = Instant::now();

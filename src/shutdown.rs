@@ -16,7 +16,9 @@
 //! - the **connection the current thread is serving** (single-threaded
 //!   servers: `blocking`, each `fork` child, each `prefork` worker) gets its
 //!   read side shut down: `read` returns the bytes already received, then 0,
-//!   which the handler treats as the end of input;
+//!   which the handler treats as the end of input; and its send timeout
+//!   becomes the drain timeout, so flushing to a client that does not read
+//!   gives up in time;
 //! - an **eventfd** becomes readable, so loops that wait in `poll`, `epoll`,
 //!   `select` or io_uring wake up by watching it like any other descriptor.
 //!
@@ -29,7 +31,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -41,6 +43,8 @@ static REQUESTED: AtomicBool = AtomicBool::new(false);
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 /// The connection this (single-threaded) process is serving, or -1.
 static SERVING: AtomicI32 = AtomicI32::new(-1);
+/// The drain timeout, for the signal handler (which cannot read the config).
+static DRAIN_MICROS: AtomicU64 = AtomicU64::new(5_000_000);
 /// Listeners to shut down on a signal; -1 marks a free slot.
 static LISTENERS: [AtomicI32; MAX_LISTENERS] = [const { AtomicI32::new(-1) }; MAX_LISTENERS];
 const MAX_LISTENERS: usize = 256;
@@ -50,7 +54,9 @@ const MAX_LISTENERS: usize = 256;
 /// Also ignores `SIGPIPE`: a write to a client that has gone away then
 /// fails with `EPIPE`, which the connection's code handles, instead of
 /// killing the server.
-pub fn install() -> io::Result<()> {
+pub fn install(drain_timeout: Duration) -> io::Result<()> {
+    let micros = u64::try_from(drain_timeout.as_micros()).unwrap_or(u64::MAX);
+    DRAIN_MICROS.store(micros, SeqCst);
     // SAFETY: plain eventfd(2) call; we own the returned descriptor for the
     // life of the process (it is never closed, like a static).
     let fd = unsafe { sys::syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) }?;
@@ -76,11 +82,9 @@ extern "C" fn on_signal(_signal: libc::c_int) {
     // code sees the errno of its own call, not of ours.
     let saved_errno = unsafe { *libc::__errno_location() };
     REQUESTED.store(true, SeqCst);
-    let one: u64 = 1;
     let wake = WAKE_FD.load(SeqCst);
     if wake >= 0 {
-        // SAFETY: writing 8 bytes from a live stack variable to our eventfd.
-        unsafe { libc::write(wake, (&one as *const u64).cast(), 8) };
+        sys::signal_eventfd(wake);
     }
     for slot in &LISTENERS {
         let fd = slot.load(SeqCst);
@@ -91,6 +95,11 @@ extern "C" fn on_signal(_signal: libc::c_int) {
     let serving = SERVING.load(SeqCst);
     if serving >= 0 {
         sys::shutdown_read(serving);
+        // The thread may be about to block in `send` to a client that does
+        // not read, with the idle timeout as its limit: from now on a send
+        // may wait only the drain timeout. (A send already blocked returns
+        // EINTR, and the next one sees the new limit.)
+        sys::set_send_timeout_raw(serving, DRAIN_MICROS.load(SeqCst));
     }
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = saved_errno };
@@ -101,10 +110,7 @@ extern "C" fn on_signal(_signal: libc::c_int) {
 /// the loops watching [`wake_fd`].
 pub fn request() {
     REQUESTED.store(true, SeqCst);
-    let one: u64 = 1;
-    // A failed write leaves the counter as it was, still readable if it
-    // was written before; nothing to do about it here.
-    let _ = crate::sys::write(wake_fd(), &one.to_ne_bytes());
+    sys::signal_eventfd(wake_fd().as_raw_fd());
 }
 
 /// Whether SIGINT or SIGTERM has arrived.

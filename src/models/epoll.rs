@@ -77,6 +77,7 @@ use crate::conn::Interest;
 use crate::driver::{Change, Driver, Ready, Token, Trigger};
 use crate::listener::{self, Acceptor};
 use crate::shutdown;
+use crate::sys::counters;
 use crate::sys::readiness::{Epoll, EpollEvent};
 use crate::sys::Blocking;
 
@@ -144,6 +145,9 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
             apply(&epoll, change, trigger)?;
         }
         if driver.finished() {
+            // This loop may run on a scoped thread, whose join does not
+            // wait for thread-local counts to be flushed.
+            counters::flush();
             return Ok(());
         }
         match epoll.wait(&mut events, timeout) {
@@ -216,5 +220,6 @@ fn ready(bits: u32) -> Ready {
     Ready {
         readable: trouble || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0,
         writable: trouble || bits & libc::EPOLLOUT != 0,
+        read_closed: trouble || bits & libc::EPOLLRDHUP != 0,
     }
 }

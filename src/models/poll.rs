@@ -173,5 +173,6 @@ fn ready(revents: libc::c_short) -> Ready {
     Ready {
         readable: trouble || revents & libc::POLLIN != 0,
         writable: trouble || revents & libc::POLLOUT != 0,
+        read_closed: false, // level-triggered: not needed
     }
 }

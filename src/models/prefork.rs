@@ -41,7 +41,10 @@
 //!   in a shared page of its own, whether it holds a place, so that the
 //!   parent can give back the place of a worker that died holding one.
 //! - *Pool exhausted*: with every worker busy, new clients wait in the
-//!   kernel's queue (not an error; the demo `pool-exhaustion` shows it).
+//!   kernel's queue (not an error; try `--workers 2` with three clients).
+//! - *The parent is killed* (`kill -9`): each worker asked the kernel for
+//!   SIGTERM when its parent dies (`PR_SET_PDEATHSIG`), so none is left
+//!   accepting on the orphaned listener.
 //! - *Shutdown*: the parent's signal handler shuts the listener down, which
 //!   fails every worker's `accept` with `EINVAL`; the parent sends each
 //!   worker `SIGTERM` so it drains its current connection, and `SIGKILL`s

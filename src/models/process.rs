@@ -101,6 +101,8 @@ fn with_signals_blocked<T>(f: impl FnOnce(&SigSet) -> T) -> T {
 /// code (which, in the child, would make it a second parent).
 pub fn spawn(child: impl FnOnce(usize)) -> io::Result<Option<usize>> {
     let slots = SLOTS.get().expect("process::install not called");
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
     with_signals_blocked(|old_mask| {
         let Some(slot) = slots.iter().position(|s| s.load(SeqCst) == 0) else {
             return Ok(None);
@@ -114,6 +116,7 @@ pub fn spawn(child: impl FnOnce(usize)) -> io::Result<Option<usize>> {
                 Ok(Some(slot))
             }
             Forked::Child => {
+                sys::die_with_parent(parent);
                 let _ = signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
                 shutdown::forget_listeners();
                 let status = match catch_unwind(AssertUnwindSafe(|| child(slot))) {

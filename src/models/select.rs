@@ -115,6 +115,7 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
             let ready = Ready {
                 readable: read.contains(fd),
                 writable: write.contains(fd),
+                read_closed: false, // level-triggered: not needed
             };
             if ready.readable || ready.writable {
                 driver.service(token, ready);

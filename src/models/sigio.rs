@@ -81,31 +81,43 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
     let mut accept_more = true;
 
     loop {
-        let timeout = driver.tick();
-        for change in driver.changes() {
-            match change {
-                Change::Opened { token, fd, .. } => {
-                    set_signal_driven(fd, io_signal)?;
-                    set_owner(&mut owner, fd, Some(token));
-                    opened.push(token);
-                }
-                Change::Closed { socket, .. } => set_owner(&mut owner, socket.as_raw_fd(), None),
-                Change::Interest { .. } | Change::ListenerClosed { .. } => {}
-            }
+        // Accept before `tick`, so the new connections' idle deadlines
+        // count in how long we may sleep.
+        if accept_more {
+            accept_more = driver.accept_ready()?;
         }
-        // Bytes that arrived before O_ASYNC was set raised no signal.
-        for token in opened.drain(..) {
-            driver.service(token, Ready::BOTH);
+        let timeout = driver.tick();
+        // Mirror every change before sleeping. Bytes that arrived before a
+        // new socket was made signal-driven raised no signal, so each new
+        // connection is serviced once, which may change more: repeat until
+        // nothing is left.
+        loop {
+            for change in driver.changes() {
+                match change {
+                    Change::Opened { token, fd, .. } => {
+                        set_signal_driven(fd, io_signal)?;
+                        set_owner(&mut owner, fd, Some(token));
+                        opened.push(token);
+                    }
+                    Change::Closed { socket, .. } => {
+                        set_owner(&mut owner, socket.as_raw_fd(), None)
+                    }
+                    Change::Interest { .. } | Change::ListenerClosed { .. } => {}
+                }
+            }
+            if opened.is_empty() {
+                break;
+            }
+            for token in opened.drain(..) {
+                driver.service_unwatched(token);
+            }
         }
         if driver.finished() {
             return Ok(());
         }
-        if accept_more {
-            accept_more = driver.accept_ready()?;
-        }
         // Don't sleep while work is known: connections deferred by the read
-        // budget (`tick` then returns zero) or still queued on the listener.
-        let timeout = if accept_more {
+        // budget or still queued on the listener.
+        let timeout = if accept_more || driver.has_deferred() {
             Some(Duration::ZERO)
         } else {
             timeout
@@ -171,5 +183,8 @@ fn ready(band: libc::c_long) -> Ready {
     Ready {
         readable: trouble || band & (libc::POLLIN | libc::POLLRDNORM | libc::POLLPRI) != 0,
         writable: trouble || band & (libc::POLLOUT | libc::POLLWRNORM) != 0,
+        // A half-close raises its own POLL_IN signal (tcp_fin), so a short
+        // read never hides the end of stream here; a full close says HUP.
+        read_closed: trouble,
     }
 }

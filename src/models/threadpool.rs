@@ -11,9 +11,9 @@
 //!
 //! ```text
 //! main thread              queue          worker thread              client
-//! accept() .. blocks ..                   recv() .. blocks ..        connect()
-//!          returns fd
-//! send(fd) ─────────────►  [fd] ───────►          returns fd
+//! accept() .. blocks ..                   take() .. blocks ..        connect()
+//!          returns fd                     (a futex, not a socket)
+//! put(fd) ──────────────►  [fd] ───────►          returns fd
 //! accept() .. blocks ..                   read(fd) .. blocks ..      "hi\n"
 //!                                         write(fd, "HI\n")
 //!                                         read(fd) → 0, close(fd)
@@ -22,14 +22,14 @@
 //!
 //! ## Costs
 //!
-//! - **Syscalls per request:** `read` + `write`, and per connection one
+//! - **Syscalls per request:** `recv` + `send`, and per connection one
 //!   queue hand-off (a futex wake when a worker was waiting).
 //! - **Memory:** `--workers` threads, whatever the load, plus a small entry
 //!   per queued connection.
 //! - **At 10,000 clients:** `--workers` are served; the rest wait *in the
 //!   queue* (accepted, counted toward `MAX_CONNS`, but not read). With
 //!   long-lived clients the pool is exhausted and latency is the time until
-//!   a worker frees up — the `pool-exhaustion` demo shows it.
+//!   a worker frees up (try `--workers 2` with three `lab client`s).
 //!
 //! ## Failure modes, and what the code does
 //!
@@ -54,7 +54,7 @@ use crate::config::Config;
 use crate::handler;
 use crate::listener::Acceptor;
 use crate::shutdown::{self, Connections};
-use crate::sys::{Blocking, Stream};
+use crate::sys::{counters, Blocking, Stream};
 
 use super::threads::STACK_SIZE;
 
@@ -81,10 +81,10 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
         while let Some(conn) = handler::accept_next(&mut acceptor)? {
             let (fd, place) = conn.into_parts();
             let stream = connections.register(Stream::new(fd));
-            // Fails only if every worker is gone, which only a panic could do.
-            if queue.send((stream, place)).is_err() {
-                break;
-            }
+            // Cannot fail: the receiving end lives in this function. (If
+            // every worker had panicked, connections would wait unserved
+            // until the drain; a worker's panic is a bug, not a load.)
+            let _ = queue.send((stream, place));
         }
         // Closing the queue tells the workers to stop once it is empty.
         drop(queue);
@@ -110,5 +110,9 @@ fn worker(jobs: &Mutex<mpsc::Receiver<Job<'_>>>, config: &Config) {
         handler::handle(&mut *stream, config);
         drop(stream);
         drop(place);
+        // Now, not at thread exit: the scope's join does not wait for
+        // thread-local destructors (see counters), and the status line
+        // should see this connection's counts.
+        counters::flush();
     }
 }

@@ -65,6 +65,11 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
     let mut accept_more = true;
 
     loop {
+        // Accept before `tick`, so the new connections' idle deadlines
+        // count in how long we may sleep.
+        if accept_more {
+            accept_more = driver.accept_ready()?;
+        }
         let timeout = driver.tick();
         for change in driver.changes() {
             bump(Counter::EpollCtl);
@@ -90,9 +95,6 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
         if driver.finished() {
             return Ok(());
         }
-        if accept_more {
-            accept_more = driver.accept_ready()?;
-        }
         let timeout = if accept_more {
             Some(Duration::ZERO)
         } else {
@@ -113,6 +115,7 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
                     let ready = Ready {
                         readable: trouble || event.is_readable() || event.is_read_closed(),
                         writable: trouble || event.is_writable() || event.is_write_closed(),
+                        read_closed: trouble || event.is_read_closed(),
                     };
                     driver.service(Token(token.0 as u64), ready);
                 }

@@ -107,6 +107,7 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
                     let ready = Ready {
                         readable: trouble || ev.readable,
                         writable: trouble || ev.writable,
+                        read_closed: false, // level-triggered: not needed
                     };
                     driver.service(Token(key as u64), ready);
                 }

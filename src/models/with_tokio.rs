@@ -109,6 +109,9 @@ async fn accept_loop(
             }
             drop(stream);
             drop(place);
+            // The runtime's threads are joined without waiting for their
+            // thread-local destructors (see counters): flush as we go.
+            counters::flush();
         });
     }
     drop(listener);

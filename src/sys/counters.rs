@@ -12,6 +12,10 @@
 //! `multiprocessing.Manager` dict guarded by a `Lock`, with atomics instead of
 //! the lock.
 //!
+//! A process killed outright (`kill -9` of a forked child) loses the
+//! bumps it had not flushed yet, at most [`FLUSH_EVERY`] per thread; a
+//! clean exit loses none.
+//!
 //! Gauges that must be exact at every instant (open connections, which
 //! `MAX_CONNS` is checked against) are not batched: see [`Gauges`].
 
@@ -52,8 +56,6 @@ counters! {
     BytesOut => "bytes_out", false;
     Overflows => "overflows", false;
     Accept => "accept", true;
-    Read => "read", true;
-    Write => "write", true;
     Recv => "recv", true;
     Send => "send", true;
     SetSockOpt => "setsockopt", true;
@@ -166,8 +168,11 @@ pub fn bump(counter: Counter) {
 }
 
 /// Adds this thread's batch to the shared totals now. Call before a process
-/// exits without unwinding (a forked child's `_exit`) and before reading the
-/// totals for a summary.
+/// exits without unwinding (a forked child's `_exit`), before reading the
+/// totals for a summary, and at the end of the work of any thread that
+/// another thread joins: `std::thread::scope` (and tokio's runtime) count a
+/// thread as finished when its closure returns, *before* its thread-local
+/// destructors run, so the flush-on-exit may land after the summary.
 pub fn flush() {
     let _ = LOCAL.try_with(Local::flush);
 }

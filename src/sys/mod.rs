@@ -69,15 +69,6 @@ pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-/// `write(2)`, for descriptors that are not sockets (an eventfd).
-pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    bump(Counter::Write);
-    // SAFETY: `buf` is a valid, readable region of `buf.len()` bytes for the
-    // whole call; the kernel only reads from it.
-    let n = unsafe { syscall!(write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len())) }?;
-    Ok(n as usize)
-}
-
 /// Whether `accept` should make the new socket non-blocking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Blocking {
@@ -132,6 +123,35 @@ pub fn shutdown_read(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RD) };
 }
 
+/// `write(2)` of 1 to an eventfd, making it readable. Async-signal-safe
+/// (no allocation, no lock, errno left to the caller): for signal handlers.
+pub fn signal_eventfd(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes the 8 bytes of a live stack variable; a bad descriptor
+    // only makes the call fail.
+    unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+}
+
+/// `setsockopt(SO_SNDTIMEO)` from a signal handler: async-signal-safe (a
+/// plain system call on a stack value). Errors are ignored: a descriptor
+/// that is not a socket any more is not ours to time out.
+pub fn set_send_timeout_raw(fd: RawFd, micros: u64) {
+    let limit = libc::timeval {
+        tv_sec: (micros / 1_000_000) as libc::time_t,
+        tv_usec: (micros % 1_000_000) as libc::suseconds_t,
+    };
+    // SAFETY: setsockopt reads a live stack timeval of the size given.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&limit as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+}
+
 /// `shutdown(2)` of both sides: pending and future reads and writes fail at
 /// once. Used when the drain timeout runs out.
 pub fn shutdown_both(fd: RawFd) {
@@ -166,6 +186,28 @@ pub unsafe fn fork() -> io::Result<Forked> {
             Ok(Forked::Child)
         }
         pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// `prctl(PR_SET_PDEATHSIG, SIGTERM)`: asks the kernel to send this
+/// process SIGTERM when its parent dies, so that a forked worker never
+/// outlives a parent killed with SIGKILL (it would go on accepting on the
+/// inherited listener for ever). If the parent is already gone — it died
+/// between the fork and this call — the signal is raised at once.
+pub fn die_with_parent(parent: libc::pid_t) {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no
+    // pointers; getppid and raise have no preconditions.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::getppid() != parent {
+            libc::raise(libc::SIGTERM);
+        }
     }
 }
 
