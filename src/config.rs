@@ -60,6 +60,10 @@ pub struct Tuning {
     pub edge: bool,
     /// nonblocking: sleep this long between sweeps that found nothing to do.
     pub spin_sleep: Duration,
+    /// uring: single-shot accept and recv with per-connection buffers.
+    pub no_multishot: bool,
+    /// uring: a kernel thread polls the submission queue.
+    pub sqpoll: bool,
 }
 
 impl Config {

@@ -107,6 +107,23 @@ impl Conn {
         &self.out[self.sent..]
     }
 
+    /// Hands over all unsent output as an owned buffer, for a model that
+    /// gives the kernel a buffer it must not touch until the operation
+    /// completes (io_uring's `send`). The bytes count as sent from the
+    /// connection's point of view; the caller counts `bytes_out` when the
+    /// kernel confirms them.
+    pub fn take_unsent(&mut self) -> Vec<u8> {
+        let unsent = if self.sent == 0 {
+            std::mem::take(&mut self.out)
+        } else {
+            let rest = self.out[self.sent..].to_vec();
+            self.out.clear();
+            rest
+        };
+        self.sent = 0;
+        unsent
+    }
+
     /// Bytes of output waiting.
     pub fn pending(&self) -> usize {
         self.out.len() - self.sent

@@ -187,6 +187,14 @@ fn model_command(model: &Model) -> Command {
                 .value_name("MICROS")
                 .value_parser(clap::value_parser!(u64))
                 .help("Sleep this long after each sweep [default: 0, never sleep]"),
+            ModelOption::NoMultishot => Arg::new("no-multishot")
+                .long("no-multishot")
+                .action(clap::ArgAction::SetTrue)
+                .help("Single-shot accept and recv with per-connection buffers"),
+            ModelOption::SqPoll => Arg::new("sqpoll")
+                .long("sqpoll")
+                .action(clap::ArgAction::SetTrue)
+                .help("A kernel thread polls the submission queue (IORING_SETUP_SQPOLL)"),
         });
     }
     command
@@ -275,6 +283,8 @@ fn serve(model: &Model, args: &ArgMatches) -> Result<(), String> {
                 let micros = args.get_one::<u64>("spin-sleep-us").copied().unwrap_or(0);
                 config.tuning.spin_sleep = std::time::Duration::from_micros(micros);
             }
+            ModelOption::NoMultishot => config.tuning.no_multishot = args.get_flag("no-multishot"),
+            ModelOption::SqPoll => config.tuning.sqpoll = args.get_flag("sqpoll"),
         }
     }
     shutdown::install(config.drain_timeout)

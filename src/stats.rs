@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::shutdown;
-use crate::sys::counters::{self, Counter};
+use crate::sys::counters::{self, Counter, Kind};
 
 /// The last line a server prints, as `summary {JSON}`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -35,12 +35,17 @@ pub struct Summary {
     pub overflows: u64,
     /// System calls on the hot path, by name; only those made at least once.
     pub syscalls: BTreeMap<String, u64>,
+    /// Operations the kernel carried out from io_uring submissions, by name
+    /// (empty for every other model).
+    #[serde(default)]
+    pub operations: BTreeMap<String, u64>,
     /// User CPU seconds, this process and its reaped children.
     pub cpu_user_s: f64,
     /// System CPU seconds, this process and its reaped children.
     pub cpu_sys_s: f64,
-    /// Peak resident memory in KiB: this process's peak plus the largest
-    /// peak of any reaped child (getrusage keeps no sum over children).
+    /// Peak resident memory in KiB: this process's peak (`VmHWM`) plus the
+    /// largest peak of any reaped child (getrusage keeps no sum over
+    /// children; a forked child's peak includes pages it shares with us).
     pub max_rss_kb: u64,
     /// Seconds from start to the end of the drain.
     pub wall_s: f64,
@@ -74,7 +79,8 @@ pub fn summary(model: &str, started: Instant) -> Summary {
         conn_errors: totals.gauges.conn_errors.load(Relaxed),
         children_crashed: totals.gauges.children_crashed.load(Relaxed),
         overflows: totals.get(Counter::Overflows),
-        syscalls: syscall_counts(),
+        syscalls: counts(Kind::Syscall),
+        operations: counts(Kind::Operation),
         cpu_user_s: usage.user.as_secs_f64(),
         cpu_sys_s: usage.system.as_secs_f64(),
         max_rss_kb: usage.max_rss_kb,
@@ -82,11 +88,11 @@ pub fn summary(model: &str, started: Instant) -> Summary {
     }
 }
 
-fn syscall_counts() -> BTreeMap<String, u64> {
+fn counts(kind: Kind) -> BTreeMap<String, u64> {
     let totals = counters::totals();
     Counter::ALL
         .iter()
-        .filter(|c| c.is_syscall() && totals.get(**c) > 0)
+        .filter(|c| c.kind() == kind && totals.get(**c) > 0)
         .map(|c| (c.name().to_string(), totals.get(*c)))
         .collect()
 }
@@ -103,18 +109,34 @@ impl Usage {
         use nix::sys::resource::{getrusage, UsageWho};
         let me = getrusage(UsageWho::RUSAGE_SELF);
         let children = getrusage(UsageWho::RUSAGE_CHILDREN);
-        let (mut user, mut system, mut max_rss_kb) = (Duration::ZERO, Duration::ZERO, 0);
-        for usage in [me, children].into_iter().flatten() {
+        let (mut user, mut system) = (Duration::ZERO, Duration::ZERO);
+        for usage in [&me, &children].into_iter().flatten() {
             user += timeval(usage.user_time());
             system += timeval(usage.system_time());
-            max_rss_kb += usage.max_rss().max(0) as u64;
         }
+        // Our own peak from VmHWM, not getrusage: Linux carries ru_maxrss
+        // across execve, so a server started by a big process (a test
+        // harness) would report that process's peak as its own.
+        let children_kb = children.map_or(0, |u| u.max_rss().max(0) as u64);
+        let max_rss_kb = own_peak_rss_kb() + children_kb;
         Usage {
             user,
             system,
             max_rss_kb,
         }
     }
+}
+
+/// `VmHWM` of /proc/self/status: the peak resident size of this address
+/// space, which starts afresh at exec.
+fn own_peak_rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+        .unwrap_or(0)
 }
 
 fn timeval(tv: nix::sys::time::TimeVal) -> Duration {
@@ -130,7 +152,7 @@ fn timeval(tv: nix::sys::time::TimeVal) -> Duration {
 pub fn spawn_status_line() -> std::io::Result<()> {
     shutdown::spawn_thread("stats".into(), || {
         let totals = counters::totals();
-        let syscalls = || -> u64 { syscall_counts().values().sum() };
+        let syscalls = || -> u64 { counts(Kind::Syscall).values().sum() };
         let cpu = || {
             let u = Usage::now();
             u.user + u.system

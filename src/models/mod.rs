@@ -55,6 +55,7 @@ pub mod select;
 pub mod sigio;
 pub mod threadpool;
 pub mod threads;
+pub mod uring;
 pub mod with_mio;
 pub mod with_polling;
 pub mod with_tokio;
@@ -66,6 +67,8 @@ pub enum Family {
     Blocking,
     /// One loop, many connections: the kernel says which are ready.
     Readiness,
+    /// One loop, many connections: the kernel does whole operations.
+    Completion,
     /// The same server on the crates the Rust ecosystem uses.
     Reference,
 }
@@ -77,6 +80,9 @@ impl Family {
             Family::Blocking => "blocking IO: one connection per thread of control",
             Family::Readiness => {
                 "readiness: one thread serves many connections, the kernel says which are ready"
+            }
+            Family::Completion => {
+                "completion: the kernel does whole operations and reports them done"
             }
             Family::Reference => "reference: the same server on mio, polling and tokio",
         }
@@ -95,6 +101,10 @@ pub enum ModelOption {
     Edge,
     /// `--spin-sleep-us N`: sleep between sweeps (nonblocking).
     SpinSleep,
+    /// `--no-multishot`: single-shot operations (uring).
+    NoMultishot,
+    /// `--sqpoll`: kernel-side submission polling (uring).
+    SqPoll,
 }
 
 /// How many clients a model can serve at once, and why no more.
@@ -337,6 +347,28 @@ static MODELS: &[Model] = &[
         listener_per_worker: false,
         counts_syscalls: true,
         serve: sigio::serve,
+    },
+    Model {
+        name: "uring",
+        family: Family::Completion,
+        summary: "io_uring: multishot accept and recv into a provided-buffer ring, batched submits",
+        about: "One ring per worker: the kernel accepts, receives into a shared buffer ring and \
+                sends, and one io_uring_enter submits everything queued and collects every \
+                completion. --no-multishot uses single-shot operations and per-connection \
+                buffers; --sqpoll lets a kernel thread poll the submission queue; --workers N \
+                runs N rings with SO_REUSEPORT listeners.",
+        concurrent: true,
+        fd_limit: None,
+        pool_bound: false,
+        options: &[
+            ModelOption::Workers { default: 1 },
+            ModelOption::NoMultishot,
+            ModelOption::SqPoll,
+        ],
+        variants: &[&["--no-multishot"], &["--workers", "2"]],
+        listener_per_worker: true,
+        counts_syscalls: true,
+        serve: uring::serve,
     },
     Model {
         name: "mio",

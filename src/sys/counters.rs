@@ -25,8 +25,20 @@ use std::sync::OnceLock;
 
 use super::SharedMem;
 
+/// What a counter counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Something that happened: a connection, a request, bytes.
+    Event,
+    /// A system call made by the server.
+    Syscall,
+    /// An operation the kernel carried out on the server's behalf without a
+    /// system call of its own (an io_uring submission's accept, recv, send).
+    Operation,
+}
+
 macro_rules! counters {
-    ($($variant:ident => $name:literal, $syscall:literal;)*) => {
+    ($($variant:ident => $name:literal, $kind:ident;)*) => {
         /// One thing we count. The syscalls are named as in their man pages.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         #[repr(usize)]
@@ -36,36 +48,44 @@ macro_rules! counters {
             /// Every counter, in declaration order.
             pub const ALL: &'static [Counter] = &[$(Counter::$variant,)*];
 
-            /// The name used in the summary line (`"read"`, `"epoll_wait"`…).
+            /// The name used in the summary line (`"recv"`, `"epoll_wait"`…).
             pub fn name(self) -> &'static str {
                 match self { $(Counter::$variant => $name,)* }
             }
 
-            /// Whether this counter counts system calls (the rest count events).
+            /// What the counter counts.
+            pub fn kind(self) -> Kind {
+                match self { $(Counter::$variant => Kind::$kind,)* }
+            }
+
+            /// Whether this counter counts system calls.
             pub fn is_syscall(self) -> bool {
-                match self { $(Counter::$variant => $syscall,)* }
+                self.kind() == Kind::Syscall
             }
         }
     };
 }
 
 counters! {
-    Accepted => "accepted", false;
-    Requests => "requests", false;
-    BytesIn => "bytes_in", false;
-    BytesOut => "bytes_out", false;
-    Overflows => "overflows", false;
-    Accept => "accept", true;
-    Recv => "recv", true;
-    Send => "send", true;
-    SetSockOpt => "setsockopt", true;
-    Fork => "fork", true;
-    Select => "select", true;
-    Poll => "poll", true;
-    EpollWait => "epoll_wait", true;
-    EpollCtl => "epoll_ctl", true;
-    SigWait => "sigtimedwait", true;
-    IoUringEnter => "io_uring_enter", true;
+    Accepted => "accepted", Event;
+    Requests => "requests", Event;
+    BytesIn => "bytes_in", Event;
+    BytesOut => "bytes_out", Event;
+    Overflows => "overflows", Event;
+    Accept => "accept", Syscall;
+    Recv => "recv", Syscall;
+    Send => "send", Syscall;
+    SetSockOpt => "setsockopt", Syscall;
+    Fork => "fork", Syscall;
+    Select => "select", Syscall;
+    Poll => "poll", Syscall;
+    EpollWait => "epoll_wait", Syscall;
+    EpollCtl => "epoll_ctl", Syscall;
+    SigWait => "sigtimedwait", Syscall;
+    IoUringEnter => "io_uring_enter", Syscall;
+    OpAccept => "accept", Operation;
+    OpRecv => "recv", Operation;
+    OpSend => "send", Operation;
 }
 
 const N: usize = Counter::ALL.len();

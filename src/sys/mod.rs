@@ -12,6 +12,7 @@
 
 pub mod counters;
 pub mod readiness;
+pub mod uring;
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

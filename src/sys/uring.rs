@@ -1,0 +1,214 @@
+//! io_uring, as the lab uses it: a ring whose `io_uring_enter` calls are
+//! counted, and a provided-buffer ring.
+//!
+//! The `io-uring` crate binds the kernel's API faithfully; what lives here
+//! is the part that needs a memory-safety argument of our own — memory we
+//! hand the kernel for longer than one call.
+
+use std::io;
+use std::sync::atomic::{AtomicU16, Ordering::Release};
+use std::time::Duration;
+
+use io_uring::types::{BufRingEntry, SubmitArgs, Timespec};
+use io_uring::IoUring;
+
+use super::counters::{bump, Counter};
+
+/// Creates a ring with `entries` submission slots (and four times as many
+/// completion slots, so a burst of multishot completions does not overflow
+/// it), optionally with a kernel thread polling the submission queue.
+///
+/// Fails with the kernel's reason where io_uring is unavailable: `ENOSYS`
+/// (too old, or compiled out), `EPERM` (`kernel.io_uring_disabled`, or a
+/// seccomp filter), `ENOMEM` (locked-memory limit).
+pub fn new_ring(entries: u32, sqpoll_idle: Option<Duration>) -> io::Result<IoUring> {
+    let mut builder = IoUring::builder();
+    builder.setup_cqsize(entries * 4);
+    if let Some(idle) = sqpoll_idle {
+        builder.setup_sqpoll(idle.as_millis().min(u32::MAX as u128) as u32);
+    }
+    builder.build(entries)
+}
+
+/// `io_uring_enter`: submits what is queued and waits for at least one
+/// completion, or until `timeout` passes (`Ok(false)`), or a signal
+/// arrives (`Ok(false)` too: the caller looks at its flags and goes on).
+pub fn submit_and_wait(ring: &IoUring, timeout: Option<Duration>) -> io::Result<bool> {
+    bump(Counter::IoUringEnter);
+    let result = match timeout {
+        Some(timeout) => {
+            let ts = Timespec::from(timeout);
+            ring.submitter()
+                .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+        }
+        None => ring.submitter().submit_and_wait(1),
+    };
+    match result {
+        Ok(_) => Ok(true),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `io_uring_enter` without waiting: makes room in a full submission queue.
+pub fn submit(ring: &IoUring) -> io::Result<()> {
+    bump(Counter::IoUringEnter);
+    match ring.submitter().submit() {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A provided-buffer ring (`IORING_REGISTER_PBUF_RING`, Linux 5.19): a pool
+/// of receive buffers that *belong to the ring*, not to any connection. A
+/// multishot `recv` takes a buffer only when data arrives and names it in
+/// its completion; we give it back as soon as the codec has consumed it. So
+/// an idle connection owns no receive buffer at all — the point of the
+/// design for the C10K shape.
+///
+/// The ring is an array of `{addr, len, bid}` entries shared with the
+/// kernel; we add entries at the tail (whose 16 bits overlay the reserved
+/// field of entry 0) and the kernel takes them from the head.
+pub struct BufRing {
+    entries: *mut BufRingEntry,
+    count: u16,
+    tail: u16,
+    buffers: *mut u8,
+    size: usize,
+    group: u16,
+}
+
+impl BufRing {
+    /// Maps `count` buffers of `size` bytes and their ring (count a power of
+    /// two, at most 32768), registers them with `ring` as group `group`,
+    /// and hands them all to the kernel.
+    ///
+    /// # Safety
+    ///
+    /// The `BufRing` must outlive `ring`'s use of it: drop the `IoUring`
+    /// (or unregister the group) *before* the `BufRing`, since the kernel
+    /// writes into the buffers until then. [`crate::models::uring`] keeps
+    /// both in one struct with the ring declared first, so it drops first.
+    pub unsafe fn new(ring: &IoUring, count: u16, size: usize, group: u16) -> io::Result<BufRing> {
+        assert!(
+            count.is_power_of_two(),
+            "buffer ring size must be a power of two"
+        );
+        let ring_bytes = count as usize * std::mem::size_of::<BufRingEntry>();
+        let entries = map(ring_bytes)?.cast::<BufRingEntry>();
+        let buffers = match map(count as usize * size) {
+            Ok(b) => b,
+            Err(e) => {
+                // SAFETY: unmapping exactly what `map` just mapped.
+                unsafe { libc::munmap(entries.cast(), ring_bytes) };
+                return Err(e);
+            }
+        };
+        let mut buf_ring = BufRing {
+            entries,
+            count,
+            tail: 0,
+            buffers,
+            size,
+            group,
+        };
+        // SAFETY: `entries` is a page-aligned, zeroed mapping of `count`
+        // entries, which stays mapped until `self` drops (after the ring).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(entries as u64, count, group, 0)
+        }?;
+        for bid in 0..count {
+            buf_ring.give_back(bid);
+        }
+        buf_ring.publish();
+        Ok(buf_ring)
+    }
+
+    /// The buffer group id to name in `RecvMulti`.
+    pub fn group(&self) -> u16 {
+        self.group
+    }
+
+    /// Bytes per buffer.
+    pub fn buffer_size(&self) -> usize {
+        self.size
+    }
+
+    /// The first `len` bytes of buffer `bid`, which a completion said the
+    /// kernel filled.
+    pub fn buffer(&self, bid: u16, len: usize) -> &[u8] {
+        assert!(bid < self.count && len <= self.size);
+        // SAFETY: buffer `bid` lies within the mapping; the kernel finished
+        // writing it before posting the completion that named it, and does
+        // not touch it again until we give it back.
+        unsafe { std::slice::from_raw_parts(self.buffers.add(bid as usize * self.size), len) }
+    }
+
+    /// Queues buffer `bid` for the kernel again (visible after `publish`).
+    pub fn give_back(&mut self, bid: u16) {
+        let slot = (self.tail & (self.count - 1)) as usize;
+        // SAFETY: `slot` < count, inside the entries mapping; the kernel
+        // only reads entries between its head and our published tail, and
+        // this one lies beyond the published tail.
+        let entry = unsafe { &mut *self.entries.add(slot) };
+        // SAFETY: `bid` < count, so the address is inside the mapping.
+        entry.set_addr(unsafe { self.buffers.add(bid as usize * self.size) } as u64);
+        entry.set_len(self.size as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes the buffers given back so far visible to the kernel.
+    pub fn publish(&self) {
+        // SAFETY: `entries` is the ring's base; its tail field is a u16 the
+        // kernel reads atomically; a Release store orders our entry writes
+        // before the tail that exposes them.
+        unsafe {
+            let tail = BufRingEntry::tail(self.entries).cast::<AtomicU16>();
+            (*tail).store(self.tail, Release);
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the two regions `new` mapped; the ring
+        // that used them has been dropped (the contract of `new`).
+        unsafe {
+            libc::munmap(
+                self.entries.cast(),
+                self.count as usize * std::mem::size_of::<BufRingEntry>(),
+            );
+            libc::munmap(self.buffers.cast(), self.count as usize * self.size);
+        }
+    }
+}
+
+/// Anonymous, private, zeroed, page-aligned memory.
+fn map(len: usize) -> io::Result<*mut u8> {
+    // SAFETY: a fresh anonymous mapping aliases nothing.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ptr.cast())
+    }
+}
