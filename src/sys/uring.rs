@@ -24,10 +24,24 @@ use super::counters::{bump, Counter};
 pub fn new_ring(entries: u32, sqpoll_idle: Option<Duration>) -> io::Result<IoUring> {
     let mut builder = IoUring::builder();
     builder.setup_cqsize(entries * 4);
-    if let Some(idle) = sqpoll_idle {
-        builder.setup_sqpoll(idle.as_millis().min(u32::MAX as u128) as u32);
+    match sqpoll_idle {
+        Some(idle) => {
+            builder.setup_sqpoll(idle.as_millis().min(u32::MAX as u128) as u32);
+        }
+        None => {
+            // One thread submits (ours), and the kernel's deferred work for
+            // completions runs only when that thread enters to wait, instead
+            // of interrupting it whenever a completion is ready (Linux 6.1).
+            builder.setup_single_issuer().setup_defer_taskrun();
+        }
     }
-    builder.build(entries)
+    match builder.build(entries) {
+        // An older kernel refuses the flags: plain ring then.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && sqpoll_idle.is_none() => {
+            IoUring::builder().setup_cqsize(entries * 4).build(entries)
+        }
+        other => other,
+    }
 }
 
 /// `io_uring_enter`: submits what is queued and waits for at least one
