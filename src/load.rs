@@ -586,8 +586,21 @@ impl<'a> Worker<'a> {
                 let got = &self.scratch[chunk..chunk + take];
                 let want = &client.expected[client.matched..client.matched + take];
                 if got != want {
+                    let id = client.id;
+                    // An answer that starts with the protocol's error prefix
+                    // is the server saying why: quote it.
+                    let rest = &self.scratch[chunk..n];
+                    if client.matched == 0 && rest.starts_with(b"error:") {
+                        let line = rest.split(|&b| b == b'\n').next().unwrap_or(rest);
+                        let at = client.received;
+                        let said = String::from_utf8_lossy(line).into_owned();
+                        return self.fail(
+                            c,
+                            format!("conn {id}: the server answered {said:?} at offset {at}"),
+                        );
+                    }
                     let i = got.iter().zip(want).position(|(g, w)| g != w).unwrap_or(0);
-                    let (id, at) = (client.id, client.received + i as u64);
+                    let at = client.received + i as u64;
                     let (g, w) = (got[i], want[i]);
                     return self.fail(
                         c,
