@@ -194,7 +194,10 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
         }
     }
     std::fs::create_dir_all(&args.out)?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Read the machine before pinning ourselves to one CPU, after which
+    // `available_parallelism` says 1.
+    let machine = machine();
+    let cores = machine.cores;
     let pinning = if cores >= 2 {
         pin_self(1);
         "server on CPU 0, load generator on CPU 1".to_string()
@@ -242,7 +245,7 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
         }
     }
     let report = BenchReport {
-        machine: machine(),
+        machine,
         date: now_utc(),
         commit: commit(),
         command: args.command.clone(),

@@ -58,7 +58,7 @@ pub struct Config {
 pub struct Tuning {
     /// epoll: edge-triggered instead of level-triggered.
     pub edge: bool,
-    /// nonblocking: sleep this long between sweeps that found nothing to do.
+    /// nonblocking: sleep this long after every sweep.
     pub spin_sleep: Duration,
     /// uring: single-shot accept and recv with per-connection buffers.
     pub no_multishot: bool,

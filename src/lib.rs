@@ -23,6 +23,8 @@ pub mod charts;
 pub mod client;
 pub mod config;
 pub mod conn;
+#[cfg(target_arch = "x86_64")]
+pub mod coro;
 pub mod driver;
 pub mod handler;
 pub mod listener;

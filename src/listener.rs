@@ -63,7 +63,8 @@ pub fn bind_sibling(listener: &TcpListener) -> io::Result<TcpListener> {
 /// connection into the freed slot, tell the client `error: too many
 /// connections`, close it, and reopen the spare. The queue drains, the loop
 /// sleeps in its wait as usual, and connections already open are untouched.
-/// (libev and nginx use the same trick.)
+/// (libev's documentation describes the trick; nginx instead stops
+/// watching its listeners and retries on a timer, as our `uring` model does.)
 pub struct Acceptor {
     listener: TcpListener,
     blocking: Blocking,

@@ -452,6 +452,13 @@ impl<'a> Worker<'a> {
             };
             if let Some(std::cmp::Reverse((due, _))) = self.due.peek() {
                 timeout = timeout.min(due.saturating_duration_since(now));
+                // epoll_wait counts in whole milliseconds (rounded up): for
+                // the last one before a send is due, poll without sleeping,
+                // so requests leave on schedule instead of up to 1 ms late
+                // (which would be charged to the server).
+                if timeout < Duration::from_millis(1) {
+                    timeout = Duration::ZERO;
+                }
             }
             match self.epoll.wait(&mut events, Some(timeout)) {
                 Ok(()) => {}

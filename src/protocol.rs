@@ -85,7 +85,7 @@ impl Codec {
             let lines = count_lines(complete);
             push_upper(out, &self.partial);
             push_upper(out, complete);
-            self.partial.clear();
+            self.clear_partial();
             lines
         } else {
             self.decode_line_by_line(complete, out)?
@@ -114,14 +114,24 @@ impl Codec {
             }
             push_upper(out, &self.partial);
             push_upper(out, line);
-            self.partial.clear();
+            self.clear_partial();
             lines += 1;
         }
         Ok(lines)
     }
 
+    /// Empties the tail; a long one's buffer is freed, so an idle
+    /// connection does not keep up to `max_line` bytes after one long line.
+    fn clear_partial(&mut self) {
+        if self.partial.capacity() > 4096 {
+            self.partial = Vec::new();
+        } else {
+            self.partial.clear();
+        }
+    }
+
     fn too_long(&mut self, lines: u64, out: &mut Vec<u8>) -> LineTooLong {
-        self.partial.clear();
+        self.clear_partial();
         out.extend_from_slice(ERR_LINE_TOO_LONG);
         LineTooLong { lines }
     }
@@ -131,7 +141,7 @@ impl Codec {
     pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
         push_upper(out, &self.partial);
         let had_tail = !self.partial.is_empty();
-        self.partial.clear();
+        self.clear_partial();
         had_tail
     }
 

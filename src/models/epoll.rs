@@ -43,9 +43,10 @@
 //! ## Costs
 //!
 //! - **Syscalls per request:** one `epoll_wait` (shared by every connection
-//!   ready at that moment), one `read`, one `write`: about 3 at one request
+//!   ready at that moment), one `recv`, one `send`: about 3 at one request
 //!   per wakeup, approaching 2 as wakeups batch more connections. Edge mode
-//!   adds the `read` that returns `EAGAIN`.
+//!   would add a `recv` that returns `EAGAIN`, but a short read already
+//!   says the socket is drained (see [`crate::driver`]), so it does not.
 //! - **Memory per connection:** the [`crate::conn::Conn`] state (~100 bytes,
 //!   no buffers while idle), a kernel `epitem` (~128 bytes), the socket.
 //! - **At 10,000 clients:** fine; 10,000 idle sockets cost memory, not time.

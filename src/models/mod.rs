@@ -45,6 +45,8 @@ use std::net::TcpListener;
 use crate::config::Config;
 
 pub mod blocking;
+#[cfg(target_arch = "x86_64")]
+pub mod coro;
 pub mod epoll;
 pub mod fork;
 pub mod nonblocking;
@@ -69,6 +71,8 @@ pub enum Family {
     Readiness,
     /// One loop, many connections: the kernel does whole operations.
     Completion,
+    /// The blocking handler on coroutines that yield instead of blocking.
+    Coroutine,
     /// The same server on the crates the Rust ecosystem uses.
     Reference,
 }
@@ -83,6 +87,9 @@ impl Family {
             }
             Family::Completion => {
                 "completion: the kernel does whole operations and reports them done"
+            }
+            Family::Coroutine => {
+                "coroutines: the blocking handler, on stacks that yield instead of block"
             }
             Family::Reference => "reference: the same server on mio, polling and tokio",
         }
@@ -369,6 +376,25 @@ static MODELS: &[Model] = &[
         listener_per_worker: true,
         counts_syscalls: true,
         serve: uring::serve,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Model {
+        name: "coro",
+        family: Family::Coroutine,
+        summary:
+            "the threads model's handler on the lab's own stackful coroutines and epoll reactor",
+        about: "Each connection runs handler::handle, the function the threads model runs on a \
+                thread, on a coroutine whose socket parks it at EAGAIN instead of blocking; one \
+                scheduler and epoll reactor per thread. --workers N runs N schedulers with \
+                SO_REUSEPORT listeners.",
+        concurrent: true,
+        fd_limit: None,
+        pool_bound: false,
+        options: &[ModelOption::Workers { default: 1 }],
+        variants: &[&["--workers", "2"]],
+        listener_per_worker: true,
+        counts_syscalls: true,
+        serve: coro::serve,
     },
     Model {
         name: "mio",

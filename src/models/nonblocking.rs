@@ -9,7 +9,7 @@
 //! That works — this model passes every conformance test — and it is the
 //! *wrong* way to wait: the thread never sleeps. With nothing to do it
 //! still sweeps, millions of failing syscalls a second, and one core reads
-//! 100 % in `top` (run with `--stats`, or the `busy-poll` demo). Stevens
+//! 100 % in `top` (run with `--stats` and watch the syscalls per second). Stevens
 //! calls it "polling" and warns against it; every later model exists to let
 //! the kernel say *which* sockets are ready, so the thread can sleep.
 //!

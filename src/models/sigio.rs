@@ -44,7 +44,7 @@
 //!
 //! - **Syscalls per request:** a `sigtimedwait` per *event* (no batching:
 //!   one signal, one syscall), the `read`s to `EAGAIN`, the `write`; plus
-//!   three `fcntl`s per connection to make it signal-driven.
+//!   four `fcntl`s per connection to make it signal-driven.
 //! - **At 10,000 clients:** fine while the queue holds; a burst longer than
 //!   the queue falls back to `poll` over all 10,000.
 //!

@@ -72,7 +72,9 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
         }
         let timeout = driver.tick();
         for change in driver.changes() {
-            bump(Counter::EpollCtl);
+            if !matches!(change, Change::Interest { .. }) {
+                bump(Counter::EpollCtl); // register or deregister
+            }
             match change {
                 Change::Opened { token, fd, .. } => {
                     let token = mio::Token(token.0 as usize);

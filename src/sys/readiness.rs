@@ -233,7 +233,8 @@ pub const F_SETSIG: libc::c_int = 10;
 /// Makes `fd` signal-driven: non-blocking, `O_ASYNC`, owned by this process
 /// (`F_SETOWN`), and announcing readiness with `signal` (`F_SETSIG`), whose
 /// `siginfo` then carries the descriptor and the reason (`si_fd`,
-/// `si_band`). Three `fcntl` calls per descriptor, once.
+/// `si_band`). Four `fcntl` calls per descriptor, once (`F_SETOWN`,
+/// `F_SETSIG`, `F_GETFL`, `F_SETFL`), not counted: set-up, like `bind`.
 pub fn set_signal_driven(fd: RawFd, signal: libc::c_int) -> io::Result<()> {
     // SAFETY: plain fcntl calls on a descriptor we own; no pointers.
     unsafe {

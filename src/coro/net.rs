@@ -1,0 +1,128 @@
+//! Sockets that look blocking and are not: `read` and `write` that, where
+//! the kernel says `EAGAIN`, park the coroutine until the reactor says the
+//! socket is ready, and then try again. Code written for blocking sockets
+//! (`Read`, `Write`, [`handler::Conn`](crate::handler::Conn)) runs on them
+//! unchanged — gevent's monkey-patching, done by a type instead of a patch.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use super::scheduler::{self, Direction, SourceKey};
+use crate::handler::Conn;
+use crate::sys;
+
+/// A descriptor registered with this thread's reactor, deregistered
+/// before it closes (so that no event for it can reach whoever gets its
+/// number next).
+#[derive(Debug)]
+pub struct Registration {
+    key: SourceKey,
+    fd: RawFd,
+}
+
+impl Registration {
+    /// Registers `fd`, which must be non-blocking and outlive the
+    /// registration.
+    pub fn new(fd: &impl AsRawFd) -> io::Result<Registration> {
+        let fd = fd.as_raw_fd();
+        Ok(Registration {
+            key: scheduler::register(fd)?,
+            fd,
+        })
+    }
+
+    /// Parks until the descriptor is ready in `direction` or `deadline`
+    /// passes. Returns whether the deadline has passed.
+    pub fn wait(&self, direction: Direction, deadline: Option<Instant>) -> bool {
+        scheduler::wait_io(self.key, direction, deadline);
+        deadline.is_some_and(|at| Instant::now() >= at)
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        scheduler::deregister(self.key, self.fd);
+    }
+}
+
+/// A connected TCP socket served from a coroutine.
+#[derive(Debug)]
+pub struct TcpStream {
+    // Field order: the registration drops (deregisters) before the socket
+    // closes.
+    registration: Registration,
+    socket: OwnedFd,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl TcpStream {
+    /// Wraps a connected, non-blocking socket.
+    pub fn new(socket: OwnedFd) -> io::Result<TcpStream> {
+        let registration = Registration::new(&socket)?;
+        Ok(TcpStream {
+            registration,
+            socket,
+            read_timeout: None,
+            write_timeout: None,
+        })
+    }
+
+    /// Retries `op` until it stops saying `EAGAIN`, parking in between;
+    /// `TimedOut` once `timeout` has passed since the first try.
+    fn retry<T>(
+        &self,
+        direction: Direction,
+        timeout: Option<Duration>,
+        mut op: impl FnMut() -> io::Result<T>,
+    ) -> io::Result<T> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            match op() {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if self.registration.wait(direction, deadline) {
+                        return Err(ErrorKind::TimedOut.into());
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let fd = self.socket.as_fd();
+        self.retry(Direction::Read, self.read_timeout, || sys::recv(fd, buf))
+    }
+}
+
+impl Write for TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let fd = self.socket.as_fd();
+        self.retry(Direction::Write, self.write_timeout, || sys::send(fd, buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Conn for TcpStream {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.read_timeout = timeout;
+        Ok(())
+    }
+
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.write_timeout = timeout;
+        Ok(())
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}

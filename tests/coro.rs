@@ -1,0 +1,349 @@
+//! The coroutine runtime, through its public API: scheduling order, what
+//! survives a switch, spawning and joining at volume, sleeping, panics,
+//! deadlock, stack overflow, and sockets that park.
+
+use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use iolab::coro::net::{Registration, TcpStream};
+use iolab::coro::scheduler::Direction;
+use iolab::coro::{self, Deadlock};
+
+mod util;
+
+#[test]
+fn yields_interleave_in_exact_fifo_order() {
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let result = coro::run({
+        let log = log.clone();
+        move || {
+            let workers: Vec<_> = (0..3)
+                .map(|id| {
+                    let log = log.clone();
+                    coro::spawn(move || {
+                        for step in 0..3 {
+                            log.borrow_mut().push((id, step));
+                            coro::yield_now();
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker.join().unwrap();
+            }
+        }
+    });
+    assert!(matches!(result, Ok(Ok(()))));
+    let expected: Vec<(i32, i32)> = (0..3)
+        .flat_map(|step| (0..3).map(move |id| (id, step)))
+        .collect();
+    assert_eq!(*log.borrow(), expected);
+}
+
+/// MXCSR's control bits (rounding mode, exception masks), read without
+/// `std::arch`'s deprecated helpers. The low six bits are sticky status
+/// flags that arithmetic sets (inexact, ...), not state to preserve.
+fn mxcsr() -> u32 {
+    mxcsr_raw() & !0x3f
+}
+
+fn mxcsr_raw() -> u32 {
+    let mut value = 0u32;
+    // SAFETY: stmxcsr stores the 4-byte register into a live local.
+    unsafe { std::arch::asm!("stmxcsr [{}]", in(reg) &mut value, options(nostack)) };
+    value
+}
+
+fn set_mxcsr(value: u32) {
+    // SAFETY: ldmxcsr loads a valid MXCSR value (only the rounding bits of
+    // the default change).
+    unsafe { std::arch::asm!("ldmxcsr [{}]", in(reg) &value, options(nostack)) };
+}
+
+#[test]
+fn integers_floats_and_rounding_mode_survive_100000_switches() {
+    const SWITCHES: u32 = 100_000;
+    let result = coro::run(|| {
+        // One coroutine rounds toward zero, the other to nearest; each must
+        // find its own mode, and its own values, after every switch.
+        let toward_zero = coro::spawn(|| {
+            let mode = (mxcsr() & !0x6000) | 0x6000;
+            set_mxcsr(mode);
+            let (mut n, mut x) = (0u64, 0.0f64);
+            for i in 0..SWITCHES {
+                n += u64::from(i);
+                x += 0.5;
+                coro::yield_now();
+                assert_eq!(mxcsr(), mode, "rounding mode lost after switch {i}");
+            }
+            (n, x)
+        });
+        let nearest = coro::spawn(|| {
+            let mode = mxcsr() & !0x6000;
+            let mut y = 1.0f64;
+            for _ in 0..SWITCHES {
+                y = y * 1.000001 + 0.25;
+                coro::yield_now();
+                assert_eq!(mxcsr(), mode);
+            }
+            y
+        });
+        (toward_zero.join().unwrap(), nearest.join().unwrap())
+    });
+    let ((n, x), y) = result.unwrap().unwrap();
+    assert_eq!(n, u64::from(SWITCHES) * u64::from(SWITCHES - 1) / 2);
+    assert_eq!(x, f64::from(SWITCHES) * 0.5);
+    // The same computation on this thread, never switched.
+    let mut expected = 1.0f64;
+    for _ in 0..SWITCHES {
+        expected = expected * 1.000001 + 0.25;
+    }
+    assert_eq!(y.to_bits(), expected.to_bits());
+}
+
+#[test]
+fn ten_thousand_spawn_join_round_trips() {
+    let total = coro::run(|| {
+        (0..10_000u64)
+            .map(|i| coro::spawn(move || i * 2).join().unwrap())
+            .sum::<u64>()
+    });
+    assert_eq!(total.unwrap().unwrap(), 10_000 * 9_999);
+}
+
+#[test]
+fn sleeps_wake_in_deadline_order_without_burning_cpu() {
+    let woke = Rc::new(RefCell::new(Vec::new()));
+    let cpu_before = thread_cpu();
+    let started = Instant::now();
+    coro::run({
+        let woke = woke.clone();
+        move || {
+            let sleepers: Vec<_> = [300u64, 100, 200]
+                .into_iter()
+                .map(|ms| {
+                    let woke = woke.clone();
+                    coro::spawn(move || {
+                        coro::sleep(Duration::from_millis(ms));
+                        woke.borrow_mut().push(ms);
+                    })
+                })
+                .collect();
+            for sleeper in sleepers {
+                sleeper.join().unwrap();
+            }
+        }
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(*woke.borrow(), vec![100, 200, 300]);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // The scheduler slept in epoll_wait, not in a loop: a 300 ms wait costs
+    // far less than 100 ms of CPU.
+    let cpu = thread_cpu() - cpu_before;
+    assert!(
+        cpu < Duration::from_millis(100),
+        "{cpu:?} of CPU while sleeping"
+    );
+}
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into a live local.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[test]
+fn a_panic_stays_in_its_coroutine_and_runs_its_drops() {
+    struct SetOnDrop(Rc<Cell<bool>>);
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.set(true);
+        }
+    }
+    let dropped = Rc::new(Cell::new(false));
+    let result = coro::run({
+        let dropped = dropped.clone();
+        move || {
+            let bystander = coro::spawn(|| {
+                for _ in 0..10 {
+                    coro::yield_now();
+                }
+                "still standing"
+            });
+            let doomed = coro::spawn(move || {
+                let _guard = SetOnDrop(dropped);
+                coro::yield_now();
+                panic!("on purpose");
+            });
+            let panicked = doomed.join().is_err();
+            (panicked, bystander.join().unwrap())
+        }
+    });
+    assert_eq!(result.unwrap().unwrap(), (true, "still standing"));
+    assert!(
+        dropped.get(),
+        "the panicking coroutine's locals were not dropped"
+    );
+}
+
+#[test]
+fn waiting_for_what_nothing_can_bring_is_a_deadlock_not_a_hang() {
+    let result = coro::run(|| {
+        let never = coro::Event::new();
+        // A second coroutine waits too, then main; nobody will ever set it,
+        // and there is no timer and no socket that could change that.
+        let other = {
+            let never = never.clone();
+            coro::spawn(move || never.wait())
+        };
+        never.wait();
+        other.join().unwrap();
+    });
+    let deadlock = result.expect_err("the runtime returned instead of reporting a deadlock");
+    assert_eq!(deadlock, Deadlock { parked: 2 });
+}
+
+#[test]
+fn an_event_wakes_every_waiter() {
+    let woken = coro::run(|| {
+        let event = coro::Event::new();
+        let waiters: Vec<_> = (0..5)
+            .map(|i| {
+                let event = event.clone();
+                coro::spawn(move || {
+                    event.wait();
+                    i
+                })
+            })
+            .collect();
+        coro::yield_now();
+        event.set();
+        waiters.into_iter().map(|w| w.join().unwrap()).sum::<i32>()
+    });
+    assert_eq!(woken.unwrap().unwrap(), 10);
+}
+
+#[test]
+fn a_coroutine_stack_overflow_ends_the_process_with_a_clear_message() {
+    if std::env::var_os("IOLAB_OVERFLOW_CHILD").is_some() {
+        #[allow(unconditional_recursion)]
+        fn deeper(n: u64) -> u64 {
+            let pad = std::hint::black_box([n; 64]);
+            deeper(pad[0] + 1) + pad[63]
+        }
+        let _ = coro::run(|| deeper(0));
+        unreachable!("the overflow should have ended the process");
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_coroutine_stack_overflow_ends_the_process_with_a_clear_message",
+            "--nocapture",
+        ])
+        .env("IOLAB_OVERFLOW_CHILD", "1")
+        .output()
+        .expect("run the child");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("coroutine stack overflow"),
+        "stderr: {stderr}"
+    );
+}
+
+#[test]
+fn a_hundred_clients_echo_64_kib_each_through_partial_writes() {
+    const CLIENTS: usize = 100;
+    const BYTES: usize = 64 * 1024;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                let data: Vec<u8> = (0..BYTES).map(|j| (i * 7 + j) as u8).collect();
+                let writer = {
+                    let mut stream = stream.try_clone().unwrap();
+                    let data = data.clone();
+                    std::thread::spawn(move || stream.write_all(&data).unwrap())
+                };
+                let mut echoed = vec![0; BYTES];
+                stream.read_exact(&mut echoed).unwrap();
+                writer.join().unwrap();
+                assert_eq!(echoed, data, "client {i}");
+            })
+        })
+        .collect();
+    coro::run(move || {
+        listener.set_nonblocking(true).unwrap();
+        let registration = Registration::new(&listener.as_raw_fd()).unwrap();
+        let mut echoers = Vec::new();
+        while echoers.len() < CLIENTS {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(true).unwrap();
+                    // Small buffers, so writes come back short and park.
+                    socket2::SockRef::from(&stream)
+                        .set_send_buffer_size(4096)
+                        .unwrap();
+                    echoers.push(coro::spawn(move || {
+                        let mut stream = TcpStream::new(stream.into()).unwrap();
+                        let mut buf = [0; 1500];
+                        let mut total = 0;
+                        while total < BYTES {
+                            let n = stream.read(&mut buf).unwrap();
+                            assert!(n > 0, "early end of stream");
+                            stream.write_all(&buf[..n]).unwrap();
+                            total += n;
+                        }
+                    }));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    registration.wait(Direction::Read, None);
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+        for echoer in echoers {
+            echoer.join().unwrap();
+        }
+    })
+    .unwrap()
+    .unwrap();
+    for client in clients {
+        client.join().unwrap();
+    }
+}
+
+#[test]
+fn deadlock_is_an_error_value() {
+    let d = Deadlock { parked: 2 };
+    assert!(d.to_string().contains("2 coroutine"));
+}
+
+#[test]
+fn lab_coro_holds_10000_concurrent_connections() {
+    let server = util::Server::start("coro", &["--max-conns", "20000"]);
+    let mut clients: Vec<util::Client> = (0..10_000).map(|_| server.client()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(format!("coroutine {i}\n").as_bytes());
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.expect(format!("COROUTINE {i}\n").as_bytes());
+    }
+    let (status, summary) = server.stop();
+    assert!(status.success());
+    assert_eq!(summary.count("peak_conns"), 10_000);
+    assert_eq!(summary.count("requests"), 10_000);
+}
