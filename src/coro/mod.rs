@@ -40,4 +40,6 @@ pub mod net;
 pub mod scheduler;
 pub mod stack;
 
-pub use scheduler::{current, run, sleep, spawn, yield_now, CoroId, Deadlock, Event, JoinHandle};
+pub use scheduler::{
+    current, run, sleep, spawn, try_spawn, yield_now, CoroId, Deadlock, Event, JoinHandle,
+};

@@ -412,7 +412,19 @@ impl<T> JoinHandle<T> {
 
 /// Starts `f` on a new coroutine of this thread's scheduler; it runs after
 /// the coroutines already runnable (FIFO).
+///
+/// # Panics
+///
+/// If no stack can be mapped (see [`try_spawn`]).
 pub fn spawn<T: 'static>(f: impl FnOnce() -> T + 'static) -> JoinHandle<T> {
+    try_spawn(f).expect("cannot map a coroutine stack")
+}
+
+/// [`spawn`], or the error of mapping its stack: out of memory, or out of
+/// memory mappings (`vm.max_map_count`, 65,530 by default: each stack with
+/// its guard page takes two, so about 32,000 coroutines fit).
+pub fn try_spawn<T: 'static>(f: impl FnOnce() -> T + 'static) -> io::Result<JoinHandle<T>> {
+    let stack = with(|s| s.pool.take())?;
     let state = Rc::new(JoinState {
         result: RefCell::new(None),
         waiter: Cell::new(None),
@@ -429,7 +441,6 @@ pub fn spawn<T: 'static>(f: impl FnOnce() -> T + 'static) -> JoinHandle<T> {
     });
     let data = Box::into_raw(Box::new(body)) as usize;
     with(|s| {
-        let stack = s.pool.take().expect("cannot map a coroutine stack");
         // SAFETY: the stack is ours until the coroutine is done; `data` is
         // a leaked box that `entry` takes back exactly once.
         let context = unsafe { Context::fresh(stack.top(), entry, data) };
@@ -451,7 +462,7 @@ pub fn spawn<T: 'static>(f: impl FnOnce() -> T + 'static) -> JoinHandle<T> {
         }));
         s.run_queue.push_back(id);
     });
-    JoinHandle { state }
+    Ok(JoinHandle { state })
 }
 
 /// Where every coroutine starts (via the trampoline).

@@ -43,6 +43,7 @@
 //!   handlers to finish (at most the drain timeout), then closes what is
 //!   left.
 
+use std::cell::Cell;
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -53,6 +54,7 @@ use crate::config::Config;
 use crate::coro::{self, net::Registration, net::TcpStream, scheduler::Direction};
 use crate::handler;
 use crate::listener::{self, Accepted, Acceptor};
+use crate::protocol::ERR_TOO_MANY_CONNS;
 use crate::shutdown::{self, Connections};
 use crate::sys::{counters, Blocking};
 
@@ -108,7 +110,15 @@ fn accept_loop(listener: TcpListener, config: Rc<Config>) -> io::Result<()> {
             Ok(Accepted::Conn(admitted)) => {
                 let (socket, place) = admitted.into_parts();
                 let (config, connections) = (config.clone(), connections.clone());
-                coro::spawn(move || {
+                // The socket goes through a shared cell, so that if no stack
+                // can be had (vm.max_map_count) we can still take it back
+                // and turn the client away with the protocol's error line.
+                let handover = Rc::new(Cell::new(Some((socket, place))));
+                let taken = handover.clone();
+                let spawned = coro::try_spawn(move || {
+                    let Some((socket, place)) = taken.take() else {
+                        return;
+                    };
                     let Ok(stream) = TcpStream::new(socket) else {
                         return;
                     };
@@ -118,6 +128,12 @@ fn accept_loop(listener: TcpListener, config: Rc<Config>) -> io::Result<()> {
                     drop(stream);
                     drop(place);
                 });
+                if spawned.is_err() {
+                    if let Some((socket, _place)) = handover.take() {
+                        let _ = socket2::SockRef::from(&socket)
+                            .send_with_flags(ERR_TOO_MANY_CONNS, libc::MSG_DONTWAIT);
+                    }
+                }
             }
             Ok(Accepted::Again) => {}
             Ok(Accepted::Empty) => {

@@ -67,6 +67,12 @@ pub fn submit_and_wait(ring: &IoUring, timeout: Option<Duration>) -> io::Result<
         {
             Ok(false)
         }
+        // The completion queue overflowed and completions were dropped
+        // (only without IORING_FEAT_NODROP): count it, carry on.
+        Err(e) if e.raw_os_error() == Some(libc::EBADR) => {
+            bump(Counter::Overflows);
+            Ok(false)
+        }
         Err(e) => Err(e),
     }
 }
