@@ -179,10 +179,37 @@ pub fn run<T: 'static>(
 }
 
 /// Resumes every runnable coroutine, in FIFO order, until none is left.
+///
+/// One borrow of the scheduler per hop: it retires the coroutine that just
+/// switched back (if it finished) and prepares the next, because the
+/// bookkeeping around a switch costs more than the switch itself.
 fn run_runnable() {
     fire_timers();
-    while let Some(id) = with(|s| s.run_queue.pop_front()) {
-        resume(id);
+    let mut previous: Option<CoroId> = None;
+    loop {
+        let next = with(|s| {
+            s.current = None;
+            if let Some(id) = previous.take() {
+                s.retire_if_done(id);
+            }
+            while let Some(id) = s.run_queue.pop_front() {
+                if let Some(target) = s.prepare(id) {
+                    return Some((id, target));
+                }
+            }
+            None
+        });
+        let Some((id, (home, target, guard))) = next else {
+            return;
+        };
+        stack::set_current_guard(guard);
+        // SAFETY: `home` and `target` point into boxes the scheduler keeps
+        // alive (the home context, and the coroutine's box, which is freed
+        // only after it is done); the target was saved by its last switch
+        // or made fresh; no RefCell borrow is held across the switch.
+        unsafe { (*home).switch(&*target, 0) };
+        stack::set_current_guard((0, 0));
+        previous = Some(id);
     }
 }
 
@@ -279,54 +306,54 @@ impl Scheduler {
     }
 }
 
-/// Switches from the scheduler into coroutine `id` until it switches back.
-fn resume(id: CoroId) {
-    let switch = with(|s| {
-        let home: *mut Context = &mut *s.home;
-        s.current = Some(id);
-        let coro = s.coro(id)?;
+type Target = (*mut Context, *const Context, (usize, usize));
+
+impl Scheduler {
+    /// Makes `id` the running coroutine; gives the contexts to switch
+    /// between and its stack's guard page, or `None` if it is not runnable
+    /// (stale id).
+    fn prepare(&mut self, id: CoroId) -> Option<Target> {
+        let home: *mut Context = &mut *self.home;
+        let coro = self.coro(id)?;
         if coro.state != State::Runnable {
             return None;
         }
         coro.state = State::Running;
-        let guard = coro.stack.as_ref().map(Stack::guard_range);
-        Some((home, &coro.context as *const Context, guard))
-    });
-    let Some((home, target, guard)) = switch else {
-        with(|s| s.current = None);
-        return;
-    };
-    if let Some(guard) = guard {
-        stack::set_current_guard(guard);
+        let guard = coro.stack.as_ref().map_or((0, 0), Stack::guard_range);
+        let target: *const Context = &coro.context;
+        self.current = Some(id);
+        Some((home, target, guard))
     }
-    // SAFETY: `home` and `target` point into boxes the scheduler keeps
-    // alive (the home context, and the coroutine's box, which is freed
-    // only after it is done); the target was saved by its last switch or
-    // made fresh; no RefCell borrow is held across the switch.
-    unsafe { (*home).switch(&*target, 0) };
-    stack::set_current_guard((0, 0));
-    with(|s| {
-        s.current = None;
-        let done = s.coro(id).is_some_and(|c| c.state == State::Done);
-        if done {
-            let slot = &mut s.slots[id.index];
-            if let Some(mut coro) = slot.coro.take() {
-                if let Some(stack) = coro.stack.take() {
-                    s.pool.give_back(stack);
-                }
-            }
-            slot.generation = slot.generation.wrapping_add(1);
-            s.free.push(id.index);
+
+    /// Frees a coroutine that has finished: its stack back to the pool, its
+    /// slot to the free list under a new generation.
+    fn retire_if_done(&mut self, id: CoroId) {
+        if !self.coro(id).is_some_and(|c| c.state == State::Done) {
+            return;
         }
-    });
+        let slot = &mut self.slots[id.index];
+        if let Some(mut coro) = slot.coro.take() {
+            if let Some(stack) = coro.stack.take() {
+                self.pool.give_back(stack);
+            }
+        }
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(id.index);
+    }
 }
 
 /// Switches from the running coroutine back to the scheduler, leaving it
 /// in `state` (Runnable: it was queued again; Parked: someone must unpark
 /// it; Done: it will never run again).
 fn suspend(state: State) {
+    suspend_after(state, |_, _| {});
+}
+
+/// [`suspend`], running `before` on the scheduler first, in the same borrow.
+fn suspend_after(state: State, before: impl FnOnce(&mut Scheduler, CoroId)) {
     let (home, own) = with(|s| {
         let id = s.current.expect("suspend outside a coroutine");
+        before(s, id);
         let home: *const Context = &*s.home;
         let coro = s.coro(id).expect("the running coroutine exists");
         coro.state = state;
@@ -344,14 +371,7 @@ pub fn current() -> CoroId {
 
 /// Lets every other runnable coroutine run once, then continues (FIFO).
 pub fn yield_now() {
-    with(|s| {
-        let id = s.current.expect("yield_now outside a coroutine");
-        s.run_queue.push_back(id);
-        if let Some(coro) = s.coro(id) {
-            coro.state = State::Runnable;
-        }
-    });
-    suspend(State::Runnable);
+    suspend_after(State::Runnable, |s, id| s.run_queue.push_back(id));
 }
 
 /// Parks the running coroutine until `deadline` (or until woken earlier;
