@@ -621,6 +621,15 @@ fn commit() -> String {
     }
 }
 
+/// Writes `report.md` and the charts again from a saved `report.json`
+/// (`lab bench --rerender DIR`): the measurements are not repeated.
+pub fn rerender(dir: &Path) -> io::Result<()> {
+    let json = std::fs::read_to_string(dir.join("report.json"))?;
+    let report: BenchReport = serde_json::from_str(&json).map_err(io::Error::other)?;
+    std::fs::write(dir.join("report.md"), markdown(&report))?;
+    crate::charts::write_all(&report, dir)
+}
+
 fn write_report(report: &BenchReport, out: &Path) -> io::Result<()> {
     std::fs::write(
         out.join("report.json"),

@@ -31,11 +31,11 @@ pub fn write_all(report: &BenchReport, out: &Path) -> io::Result<()> {
         .collect();
     bars(
         &out.join("throughput.svg"),
-        "Requests per second (higher is better)",
+        "Requests per second (higher is better; log scale)",
         "requests/s",
         &models,
         &throughput,
-        false,
+        true,
     )?;
 
     // Latency at the busiest request/response run measured.

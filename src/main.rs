@@ -30,6 +30,10 @@ struct BenchCli {
     /// Where to write report.json, report.md and the SVG charts.
     #[arg(long, default_value = "bench-report")]
     out: std::path::PathBuf,
+    /// Redraw report.md and the charts of an earlier run from its
+    /// report.json, without measuring anything.
+    #[arg(long, value_name = "DIR")]
+    rerender: Option<std::path::PathBuf>,
     /// Repeat each run this many times and report the median and spread.
     #[arg(long, default_value = "1", value_parser = parse_positive)]
     repeat: usize,
@@ -37,6 +41,11 @@ struct BenchCli {
 
 fn bench(args: &ArgMatches) -> Result<(), String> {
     let cli = BenchCli::from_arg_matches(args).map_err(|e| e.to_string())?;
+    if let Some(dir) = &cli.rerender {
+        iolab::bench::rerender(dir).map_err(|e| format!("rerender {}: {e}", dir.display()))?;
+        println!("report and charts redrawn in {}", dir.display());
+        return Ok(());
+    }
     let models = if cli.models.is_empty() {
         models::all().iter().map(|m| m.name.to_string()).collect()
     } else {

@@ -31,13 +31,21 @@
 //! A model that cannot keep a clause by its nature says so in its doc and
 //! in its table entry ([`Model::concurrent`], [`Model::fd_limit`]).
 //!
-//! # The two families
+//! # Two ways to write a connection, four families
 //!
-//! *Blocking* models run [`crate::handler::handle`], one function that
-//! serves a connection as if every call blocked; they differ in where it
-//! runs. *Readiness* models keep each connection as a value, a
-//! [`crate::conn::Conn`], and drive them all from one loop through the
-//! shared [`crate::driver::Driver`]; they differ only in how they wait.
+//! *As if it blocked:* the **blocking** models run
+//! [`crate::handler::handle`], one function that serves a connection as if
+//! every call blocked; they differ in where it runs (the listening thread,
+//! a child process, a pooled process, a thread, a pooled thread). The
+//! **coroutine** model runs that same function on coroutines whose sockets
+//! park instead of blocking.
+//!
+//! *As a state machine:* each connection is a value, a
+//! [`crate::conn::Conn`]. The **readiness** models drive them all from one
+//! loop through the shared [`crate::driver::Driver`] and differ only in how
+//! they wait; the **completion** model (`uring`) hands the kernel whole
+//! operations and advances the same `Conn` from their completions. The
+//! **reference** models are the same server on mio, polling and tokio.
 
 use std::io;
 use std::net::TcpListener;
