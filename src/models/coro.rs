@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::coro::{self, net::Registration, net::TcpStream, scheduler::Direction};
 use crate::handler;
-use crate::listener::{self, Accepted, Acceptor};
+use crate::listener::{Accepted, Acceptor};
 use crate::protocol::ERR_TOO_MANY_CONNS;
 use crate::shutdown::{self, Connections};
 use crate::sys::{counters, Blocking};
@@ -61,33 +61,12 @@ use crate::sys::{counters, Blocking};
 /// Runs `--workers` schedulers, each on its own thread with its own
 /// `SO_REUSEPORT` listener; the calling thread runs the first.
 pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
-    let siblings = (1..config.workers)
-        .map(|_| listener::bind_sibling(&listener))
-        .collect::<io::Result<Vec<_>>>()?;
-    std::thread::scope(|scope| {
-        let mut others = Vec::new();
-        for (i, sibling) in siblings.into_iter().enumerate() {
-            let config = config.clone();
-            let handle = shutdown::spawn_without_signals(|| {
-                std::thread::Builder::new()
-                    .name(format!("coro-{}", i + 1))
-                    .spawn_scoped(scope, move || run_scheduler(sibling, config))
-            })?;
-            others.push(handle);
-        }
-        let mut result = run_scheduler(listener, config.clone());
-        for handle in others {
-            let joined = handle
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("a scheduler thread panicked")));
-            result = result.and(joined);
-        }
-        result
-    })
+    super::per_worker(listener, config, "coro", run_scheduler)
 }
 
-fn run_scheduler(listener: TcpListener, config: Config) -> io::Result<()> {
-    let outcome = coro::run(move || accept_loop(listener, Rc::new(config)));
+fn run_scheduler(listener: TcpListener, config: &Config) -> io::Result<()> {
+    let config = Rc::new(config.clone());
+    let outcome = coro::run(move || accept_loop(listener, config));
     counters::flush();
     match outcome {
         Ok(Ok(result)) => result,

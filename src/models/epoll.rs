@@ -76,7 +76,7 @@ use std::os::fd::AsRawFd;
 use crate::config::Config;
 use crate::conn::Interest;
 use crate::driver::{Change, Driver, Ready, Token, Trigger};
-use crate::listener::{self, Acceptor};
+use crate::listener::Acceptor;
 use crate::shutdown;
 use crate::sys::counters;
 use crate::sys::readiness::{Epoll, EpollEvent};
@@ -94,28 +94,7 @@ const EVENTS_PER_WAIT: usize = 1024;
 /// Runs `--workers` event loops, each on its own thread with its own epoll
 /// and its own listener; the calling thread runs the first.
 pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
-    let siblings = (1..config.workers)
-        .map(|_| listener::bind_sibling(&listener))
-        .collect::<io::Result<Vec<_>>>()?;
-    std::thread::scope(|scope| {
-        let mut loops = Vec::new();
-        for (i, sibling) in siblings.into_iter().enumerate() {
-            let handle = shutdown::spawn_without_signals(|| {
-                std::thread::Builder::new()
-                    .name(format!("epoll-{}", i + 1))
-                    .spawn_scoped(scope, move || event_loop(sibling, config))
-            })?;
-            loops.push(handle);
-        }
-        let mut result = event_loop(listener, config);
-        for handle in loops {
-            let joined = handle
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("an event loop panicked")));
-            result = result.and(joined);
-        }
-        result
-    })
+    super::per_worker(listener, config, "epoll", event_loop)
 }
 
 /// One event loop: wait, dispatch, repeat, until the drain is over.

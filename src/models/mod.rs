@@ -148,6 +148,42 @@ impl Model {
     }
 }
 
+/// Runs `run` once per `--workers`: the calling thread with `listener`,
+/// and one more thread per extra worker, each with its own `SO_REUSEPORT`
+/// sibling listener, so the kernel spreads connections across them and
+/// they share no lock (the "loop per core" shape of `epoll`, `uring`,
+/// `coro`). Returns the first error of any of them.
+pub fn per_worker(
+    listener: TcpListener,
+    config: &Config,
+    name: &str,
+    run: impl Fn(TcpListener, &Config) -> io::Result<()> + Sync,
+) -> io::Result<()> {
+    let siblings = (1..config.workers)
+        .map(|_| crate::listener::bind_sibling(&listener))
+        .collect::<io::Result<Vec<_>>>()?;
+    let run = &run;
+    std::thread::scope(|scope| {
+        let mut others = Vec::new();
+        for (i, sibling) in siblings.into_iter().enumerate() {
+            let handle = crate::shutdown::spawn_without_signals(|| {
+                std::thread::Builder::new()
+                    .name(format!("{name}-{}", i + 1))
+                    .spawn_scoped(scope, move || run(sibling, config))
+            })?;
+            others.push(handle);
+        }
+        let mut result = run(listener, config);
+        for handle in others {
+            let joined = handle
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other(format!("a {name} worker panicked"))));
+            result = result.and(joined);
+        }
+        result
+    })
+}
+
 /// The entry point every model has.
 pub type ServeFn = fn(TcpListener, &Config) -> io::Result<()>;
 

@@ -94,7 +94,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::config::Config;
 use crate::conn::Conn;
-use crate::listener::{self, ConnPermit};
+use crate::listener::ConnPermit;
 use crate::protocol::ERR_TOO_MANY_CONNS;
 use crate::shutdown;
 use crate::sys::counters::{self, bump, Counter};
@@ -130,28 +130,7 @@ fn user_data(kind: u64, slot: usize, generation: u32) -> u64 {
 
 /// Runs `--workers` rings, each on its own thread with its own listener.
 pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
-    let siblings = (1..config.workers)
-        .map(|_| listener::bind_sibling(&listener))
-        .collect::<io::Result<Vec<_>>>()?;
-    std::thread::scope(|scope| {
-        let mut loops = Vec::new();
-        for (i, sibling) in siblings.into_iter().enumerate() {
-            let handle = shutdown::spawn_without_signals(|| {
-                std::thread::Builder::new()
-                    .name(format!("uring-{}", i + 1))
-                    .spawn_scoped(scope, move || run(sibling, config))
-            })?;
-            loops.push(handle);
-        }
-        let mut result = run(listener, config);
-        for handle in loops {
-            let joined = handle
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("a ring's thread panicked")));
-            result = result.and(joined);
-        }
-        result
-    })
+    super::per_worker(listener, config, "uring", run)
 }
 
 /// One ring's life.
