@@ -334,18 +334,6 @@ impl Connections {
             sys::shutdown_both(fd);
         }
     }
-
-    /// Waits until every connection has deregistered (after [`drain`](Self::drain)
-    /// has forced the stragglers, this is quick).
-    pub fn wait_empty(&self) {
-        let mut registry = self.lock();
-        while !registry.fds.is_empty() {
-            registry = match self.changed.wait(registry) {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-        }
-    }
 }
 
 impl<S: AsRawFd> Drop for Registered<'_, S> {

@@ -158,11 +158,6 @@ impl BufRing {
         self.group
     }
 
-    /// Bytes per buffer.
-    pub fn buffer_size(&self) -> usize {
-        self.size
-    }
-
     /// The first `len` bytes of buffer `bid`, which a completion said the
     /// kernel filled.
     pub fn buffer(&self, bid: u16, len: usize) -> &[u8] {
