@@ -347,3 +347,31 @@ fn lab_coro_holds_10000_concurrent_connections() {
     assert_eq!(summary.count("peak_conns"), 10_000);
     assert_eq!(summary.count("requests"), 10_000);
 }
+
+#[test]
+fn a_coroutine_that_only_yields_cannot_starve_timers() {
+    let result = coro::run(|| {
+        let woke = Rc::new(Cell::new(false));
+        let sleeper = {
+            let woke = woke.clone();
+            coro::spawn(move || {
+                coro::sleep(Duration::from_millis(20));
+                woke.set(true);
+            })
+        };
+        // Spins on yield_now until the sleeper's timer has fired. If timers
+        // were only looked at once the run queue is empty, this would never
+        // end; the bound turns that into a failure instead of a hang.
+        let mut yields = 0u64;
+        while !woke.get() {
+            coro::yield_now();
+            yields += 1;
+            assert!(
+                yields < 50_000_000,
+                "the sleeper never woke: timers starved"
+            );
+        }
+        sleeper.join().unwrap();
+    });
+    assert!(matches!(result, Ok(Ok(()))));
+}

@@ -15,8 +15,7 @@
 //! condition again, as with condition variables.
 
 use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
@@ -84,7 +83,10 @@ struct Scheduler {
     current: Option<CoroId>,
     /// The scheduler loop's own context, to which coroutines switch back.
     home: Box<Context>,
-    timers: BinaryHeap<Reverse<(Instant, u64, CoroId)>>,
+    /// Deadlines of parked coroutines. Each wait removes its own entry
+    /// when it wakes, so the set never holds more than one per parked
+    /// coroutine (a heap could only drop them as they expire).
+    timers: BTreeSet<(Instant, u64, CoroId)>,
     timer_seq: u64,
     pool: Pool,
     epoll: Epoll,
@@ -150,7 +152,7 @@ pub fn run<T: 'static>(
             run_queue: VecDeque::new(),
             current: None,
             home: Box::default(),
-            timers: BinaryHeap::new(),
+            timers: BTreeSet::new(),
             timer_seq: 0,
             pool: Pool::default(),
             epoll,
@@ -183,8 +185,14 @@ pub fn run<T: 'static>(
 /// One borrow of the scheduler per hop: it retires the coroutine that just
 /// switched back (if it finished) and prepares the next, because the
 /// bookkeeping around a switch costs more than the switch itself.
+///
+/// One *round*: only the coroutines runnable when it starts. One that yields
+/// goes to the back of the queue and waits for the next round, after the
+/// sockets and timers have been looked at, so a coroutine that yields in a
+/// loop cannot starve IO.
 fn run_runnable() {
     fire_timers();
+    let mut round = with(|s| s.run_queue.len());
     let mut previous: Option<CoroId> = None;
     loop {
         let next = with(|s| {
@@ -192,7 +200,11 @@ fn run_runnable() {
             if let Some(id) = previous.take() {
                 s.retire_if_done(id);
             }
-            while let Some(id) = s.run_queue.pop_front() {
+            while round > 0 {
+                round -= 1;
+                let Some(id) = s.run_queue.pop_front() else {
+                    break;
+                };
                 if let Some(target) = s.prepare(id) {
                     return Some((id, target));
                 }
@@ -213,23 +225,31 @@ fn run_runnable() {
     }
 }
 
-/// With nothing runnable: waits for a timer or a socket, or reports that
-/// nothing can ever run again.
+/// Between rounds: looks at sockets — without sleeping if coroutines are
+/// runnable, else until the next timer — or reports that nothing can ever
+/// run again.
 fn wait_for_events() -> Result<(), Deadlock> {
     fire_timers();
-    let (runnable, next_timer, waiters, parked) = with(|s| {
-        let next = s.timers.peek().map(|Reverse((at, _, _))| *at);
-        let parked = s
-            .slots
-            .iter()
-            .filter(|slot| slot.coro.as_ref().is_some_and(|c| c.state == State::Parked))
-            .count();
-        (!s.run_queue.is_empty(), next, s.io_waiters, parked)
+    let (runnable, next_timer, waiters) = with(|s| {
+        (
+            !s.run_queue.is_empty(),
+            s.timers.first().map(|(at, _, _)| *at),
+            s.io_waiters,
+        )
     });
     if runnable {
+        poll_reactor(Some(Duration::ZERO));
         return Ok(());
     }
     if next_timer.is_none() && waiters == 0 {
+        // Counted only here: a scan of every coroutine is no cost to pay
+        // on every wait.
+        let parked = with(|s| {
+            s.slots
+                .iter()
+                .filter(|slot| slot.coro.as_ref().is_some_and(|c| c.state == State::Parked))
+                .count()
+        });
         return Err(Deadlock { parked });
     }
     let timeout = next_timer.map(|at| at.saturating_duration_since(Instant::now()));
@@ -240,11 +260,11 @@ fn wait_for_events() -> Result<(), Deadlock> {
 fn fire_timers() {
     let now = Instant::now();
     with(|s| {
-        while let Some(Reverse((at, _, id))) = s.timers.peek().copied() {
+        while let Some((at, _, id)) = s.timers.first().copied() {
             if at > now {
                 break;
             }
-            s.timers.pop();
+            s.timers.pop_first();
             s.unpark(id);
         }
     });
@@ -377,14 +397,20 @@ pub fn yield_now() {
 /// Parks the running coroutine until `deadline` (or until woken earlier;
 /// callers loop).
 fn park_until(deadline: Option<Instant>) {
-    if let Some(at) = deadline {
+    let timer = deadline.map(|at| {
         with(|s| {
             let id = s.current.expect("park outside a coroutine");
             s.timer_seq += 1;
-            s.timers.push(Reverse((at, s.timer_seq, id)));
-        });
-    }
+            let key = (at, s.timer_seq, id);
+            s.timers.insert(key);
+            key
+        })
+    });
     suspend(State::Parked);
+    // Woken by something else first: withdraw the timer.
+    if let Some(key) = timer {
+        with(|s| s.timers.remove(&key));
+    }
 }
 
 /// Sleeps for `duration` without blocking the thread: other coroutines run.

@@ -27,8 +27,11 @@
 //!   `EAGAIN` before parking, plus a share of `epoll_wait`: about the
 //!   edge-triggered `epoll` model's count, with code shaped like `threads`.
 //! - **Memory per connection:** the coroutine's stack pages actually
-//!   touched (64 KiB reserved, a few KiB resident) plus the handler's
-//!   buffers, far less than a thread's.
+//!   touched (64 KiB reserved, one 4 KiB page resident here) plus the
+//!   handler's 16 KiB read buffer, held across the wait: about 23 KiB in
+//!   all, measured — the same user memory as a thread. The saving is the
+//!   kernel's: no 16 KiB kernel stack and no scheduler entity per
+//!   connection, and a switch costs tens of nanoseconds, not microseconds.
 //! - **Switches:** user-space, tens of nanoseconds; no kernel scheduler.
 //!
 //! ## Failure modes
@@ -132,6 +135,10 @@ fn accept_loop(listener: TcpListener, config: Rc<Config>) -> io::Result<()> {
 fn drain(connections: &Connections, drain_timeout: Duration) {
     let deadline = Instant::now() + drain_timeout;
     connections.begin_drain();
+    // Connections accepted just before the signal register themselves when
+    // their coroutine first runs: let them, so the loop below sees them
+    // (they find the drain begun and shut their read side at once).
+    coro::yield_now();
     while !connections.is_empty() && Instant::now() < deadline {
         coro::sleep(Duration::from_millis(5));
     }
