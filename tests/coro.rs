@@ -375,3 +375,42 @@ fn a_coroutine_that_only_yields_cannot_starve_timers() {
     });
     assert!(matches!(result, Ok(Ok(()))));
 }
+
+#[test]
+fn an_ordinary_thread_overflow_still_gets_std_s_message() {
+    if std::env::var_os("IOLAB_THREAD_OVERFLOW_CHILD").is_some() {
+        // Install the runtime's SIGSEGV handler, then overflow a plain
+        // thread: the fault must be handed to std's handler, which names it.
+        coro::run(|| ()).unwrap().unwrap();
+        #[allow(unconditional_recursion)]
+        fn deeper(n: u64) -> u64 {
+            let pad = std::hint::black_box([n; 64]);
+            deeper(pad[0] + 1) + pad[63]
+        }
+        let _ = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(|| deeper(0))
+            .unwrap()
+            .join();
+        unreachable!("the overflow should have ended the process");
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "an_ordinary_thread_overflow_still_gets_std_s_message",
+            "--nocapture",
+        ])
+        .env("IOLAB_THREAD_OVERFLOW_CHILD", "1")
+        .output()
+        .expect("run the child");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("has overflowed its stack"),
+        "stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("coroutine stack overflow"),
+        "stderr: {stderr}"
+    );
+}
