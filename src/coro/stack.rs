@@ -30,6 +30,8 @@ use std::cell::Cell;
 use std::io;
 use std::sync::Once;
 
+use crate::sys::Mapping;
+
 /// Usable bytes per coroutine stack.
 pub const STACK_SIZE: usize = 64 * 1024;
 
@@ -41,8 +43,9 @@ fn page_size() -> usize {
 /// One coroutine stack; unmapped on drop.
 #[derive(Debug)]
 pub struct Stack {
-    base: *mut u8,
-    len: usize,
+    // Unmapped on drop; the scheduler drops a stack only after its
+    // coroutine has finished (or keeps it in the pool).
+    memory: Mapping,
     guard: usize,
 }
 
@@ -50,59 +53,24 @@ impl Stack {
     /// Maps a fresh stack: guard page, then [`STACK_SIZE`] bytes.
     pub fn new() -> io::Result<Stack> {
         let guard = page_size();
-        let len = guard + STACK_SIZE;
-        // SAFETY: a fresh anonymous mapping, all PROT_NONE to start with.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the range above the guard page lies inside the mapping.
-        let rc = unsafe {
-            libc::mprotect(
-                base.cast::<u8>().add(guard).cast(),
-                STACK_SIZE,
-                libc::PROT_READ | libc::PROT_WRITE,
-            )
-        };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
-            // SAFETY: unmapping exactly what we mapped.
-            unsafe { libc::munmap(base, len) };
-            return Err(err);
-        }
-        Ok(Stack {
-            base: base.cast(),
-            len,
-            guard,
-        })
+        // All PROT_NONE, then the part above the guard page made usable:
+        // the guard is what stays PROT_NONE. MAP_NORESERVE: stacks are
+        // mostly untouched, so do not count them against overcommit.
+        let flags = libc::MAP_PRIVATE | libc::MAP_NORESERVE;
+        let memory = Mapping::anonymous(guard + STACK_SIZE, libc::PROT_NONE, flags)?;
+        memory.protect(guard, STACK_SIZE, libc::PROT_READ | libc::PROT_WRITE)?;
+        Ok(Stack { memory, guard })
     }
 
     /// The highest address of the usable stack (where pushing starts).
     pub fn top(&self) -> usize {
-        self.base as usize + self.len
+        self.memory.as_ptr() as usize + self.memory.len()
     }
 
     /// The guard page's address range.
     pub fn guard_range(&self) -> (usize, usize) {
-        (self.base as usize, self.base as usize + self.guard)
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping `new` made; no coroutine runs
-        // on it any more (the scheduler drops a stack only after its
-        // coroutine finished, or returns it to the pool).
-        unsafe { libc::munmap(self.base.cast(), self.len) };
+        let base = self.memory.as_ptr() as usize;
+        (base, base + self.guard)
     }
 }
 

@@ -270,12 +270,85 @@ impl AsRawFd for Stream {
     }
 }
 
+/// An anonymous memory mapping: zero-filled, page-aligned, unmapped on drop.
+/// The one place the lab calls `mmap`: shared counters, io_uring's buffer
+/// ring, coroutine stacks.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a Mapping is an owned region of memory, like a Box<[u8]>; what
+// is stored in it decides what may be shared, and its users say so.
+unsafe impl Send for Mapping {}
+// SAFETY: as above: &Mapping only exposes the address and length.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes with protection `prot` (`libc::PROT_*`) and
+    /// `libc::MAP_SHARED` or `libc::MAP_PRIVATE` (plus any other `MAP_*`
+    /// flag) in `flags`.
+    pub fn anonymous(len: usize, prot: libc::c_int, flags: libc::c_int) -> io::Result<Mapping> {
+        let len = len.max(1);
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks
+        // aliases no Rust object.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                flags | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast()).expect("mmap never returns null on success");
+        Ok(Mapping { ptr, len })
+    }
+
+    /// `mprotect(2)` of `len` bytes from `offset`.
+    pub fn protect(&self, offset: usize, len: usize, prot: libc::c_int) -> io::Result<()> {
+        assert!(offset + len <= self.len, "range outside the mapping");
+        // SAFETY: the range lies inside this mapping (checked above).
+        unsafe { syscall!(mprotect(self.ptr.as_ptr().add(offset).cast(), len, prot)) }?;
+        Ok(())
+    }
+
+    /// The first byte.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it is empty (never: a mapping has at least one byte).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping `anonymous` made; its owner
+        // guarantees nothing (Rust or the kernel) still uses it.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
 /// A value of type `T` in an anonymous `MAP_SHARED` mapping: after `fork`,
 /// parent and children see the same memory, so atomics in it are shared
 /// between processes. The mapping is never unmapped (it lives as long as the
 /// process, like a `static`), which is what makes `&'static T` sound.
 pub struct SharedMem<T> {
-    ptr: NonNull<T>,
+    mapping: Mapping,
+    _value: std::marker::PhantomData<T>,
 }
 
 // SAFETY: a `SharedMem<T>` only hands out `&T`, so sharing it between threads
@@ -293,33 +366,20 @@ impl<T> SharedMem<T> {
     /// them), and `T` must be usable from several processes at once, which
     /// rules out anything holding pointers or process-local resources.
     pub unsafe fn zeroed() -> io::Result<Self> {
-        let len = std::mem::size_of::<T>().max(1);
-        // SAFETY: a fresh anonymous mapping aliases no Rust object; mmap
-        // returns page-aligned memory, which satisfies any `T`'s alignment
-        // (we never map a `T` aligned to more than a page).
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let mapping = Mapping::anonymous(std::mem::size_of::<T>(), prot, libc::MAP_SHARED)?;
         Ok(SharedMem {
-            ptr: NonNull::new(ptr.cast()).expect("mmap never returns null on success"),
+            mapping,
+            _value: std::marker::PhantomData,
         })
     }
 
     /// The shared value.
     pub fn get(&self) -> &T {
-        // SAFETY: the mapping is valid and zero-initialised, which the caller
-        // of `zeroed` promised is a valid `T`; it is never unmapped.
-        unsafe { self.ptr.as_ref() }
+        // SAFETY: the mapping is valid while `self` lives, page-aligned
+        // (enough for any `T` we map) and zero-initialised, which the caller
+        // of `zeroed` promised is a valid `T`.
+        unsafe { &*self.mapping.as_ptr().cast::<T>() }
     }
 }
 

@@ -13,6 +13,7 @@ use io_uring::types::{BufRingEntry, SubmitArgs, Timespec};
 use io_uring::IoUring;
 
 use super::counters::{bump, Counter};
+use super::Mapping;
 
 /// Creates a ring with `entries` submission slots (and four times as many
 /// completion slots, so a burst of multishot completions does not overflow
@@ -99,6 +100,9 @@ pub fn submit(ring: &IoUring) -> io::Result<()> {
 /// field of entry 0) and the kernel takes them from the head.
 pub struct BufRing {
     entries: *mut BufRingEntry,
+    // The memory behind `entries` and `buffers`, unmapped when dropped.
+    _entries_memory: Mapping,
+    _buffers_memory: Mapping,
     count: u16,
     tail: u16,
     buffers: *mut u8,
@@ -123,16 +127,14 @@ impl BufRing {
             "buffer ring size must be a power of two"
         );
         let ring_bytes = count as usize * std::mem::size_of::<BufRingEntry>();
-        let entries = map(ring_bytes)?.cast::<BufRingEntry>();
-        let buffers = match map(count as usize * size) {
-            Ok(b) => b,
-            Err(e) => {
-                // SAFETY: unmapping exactly what `map` just mapped.
-                unsafe { libc::munmap(entries.cast(), ring_bytes) };
-                return Err(e);
-            }
-        };
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let entries_memory = Mapping::anonymous(ring_bytes, prot, libc::MAP_PRIVATE)?;
+        let buffers_memory = Mapping::anonymous(count as usize * size, prot, libc::MAP_PRIVATE)?;
+        let entries = entries_memory.as_ptr().cast::<BufRingEntry>();
+        let buffers = buffers_memory.as_ptr();
         let mut buf_ring = BufRing {
+            _entries_memory: entries_memory,
+            _buffers_memory: buffers_memory,
             entries,
             count,
             tail: 0,
@@ -191,39 +193,5 @@ impl BufRing {
             let tail = BufRingEntry::tail(self.entries).cast::<AtomicU16>();
             (*tail).store(self.tail, Release);
         }
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the two regions `new` mapped; the ring
-        // that used them has been dropped (the contract of `new`).
-        unsafe {
-            libc::munmap(
-                self.entries.cast(),
-                self.count as usize * std::mem::size_of::<BufRingEntry>(),
-            );
-            libc::munmap(self.buffers.cast(), self.count as usize * self.size);
-        }
-    }
-}
-
-/// Anonymous, private, zeroed, page-aligned memory.
-fn map(len: usize) -> io::Result<*mut u8> {
-    // SAFETY: a fresh anonymous mapping aliases nothing.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ptr.cast())
     }
 }
