@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::protocol::DEFAULT_MAX_LINE;
+use crate::protocol::{Codec, DEFAULT_MAX_LINE};
 
 /// Options common to every model (PROTOCOL.md's limits and the address).
 #[derive(Args, Clone, Debug)]
@@ -36,6 +36,11 @@ pub struct Config {
     /// DRAIN_TIMEOUT in seconds: how long a graceful shutdown may take.
     #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_secs)]
     pub drain_timeout: Duration,
+
+    /// Burn this many microseconds of CPU per request, standing in for the
+    /// work a real server does (see `lab demo head-of-line`).
+    #[arg(long = "work-us", default_value = "0", value_name = "MICROS", value_parser = parse_micros)]
+    pub work: Duration,
 
     /// Print a status line on stderr every second.
     #[arg(long)]
@@ -71,6 +76,11 @@ impl Config {
     pub fn idle_timeout(&self) -> Option<Duration> {
         (!self.idle_timeout.is_zero()).then_some(self.idle_timeout)
     }
+
+    /// A connection's codec, with this configuration's line limit and work.
+    pub fn codec(&self) -> Codec {
+        Codec::new(self.max_line).with_work(self.work)
+    }
 }
 
 impl Default for Config {
@@ -82,6 +92,7 @@ impl Default for Config {
             max_pending: 262_144,
             idle_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(5),
+            work: Duration::ZERO,
             stats: false,
             workers: 1,
             tuning: Tuning::default(),
@@ -103,4 +114,11 @@ pub fn parse_secs(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("`{text}` is not a number of seconds"))?;
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{text}` is not a duration in seconds"))
+}
+
+/// Parses a whole number of microseconds.
+pub fn parse_micros(text: &str) -> Result<Duration, String> {
+    text.parse::<u64>()
+        .map(Duration::from_micros)
+        .map_err(|_| format!("`{text}` is not a whole number of microseconds"))
 }

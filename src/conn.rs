@@ -61,7 +61,7 @@ impl Conn {
     /// A fresh connection, accepted at `now`.
     pub fn new(config: &Config, now: Instant) -> Conn {
         Conn {
-            codec: Codec::new(config.max_line),
+            codec: config.codec(),
             out: Vec::new(),
             sent: 0,
             input_over: false,

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::listener::{Accepted, Acceptor, Admitted};
-use crate::protocol::{Codec, ERR_IDLE_TIMEOUT};
+use crate::protocol::ERR_IDLE_TIMEOUT;
 use crate::shutdown;
 use crate::sys::counters::{self, Counter};
 use crate::sys::Stream;
@@ -74,7 +74,7 @@ pub fn handle<C: Conn>(conn: &mut C, config: &Config) {
 }
 
 fn serve<C: Conn>(conn: &mut C, config: &Config) -> io::Result<()> {
-    let mut codec = Codec::new(config.max_line);
+    let mut codec = config.codec();
     let mut input = vec![0; READ_SIZE.min(config.max_pending)];
     let mut output = Vec::with_capacity(input.len());
     // A client that sends nothing, or reads nothing while we wait to give it

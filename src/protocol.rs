@@ -18,6 +18,8 @@
 //! up to it in one pass. The bytes after the last LF wait in [`Codec`] until
 //! their LF comes.
 
+use std::time::{Duration, Instant};
+
 /// Sent when a line reaches the limit without an LF; then the server closes.
 pub const ERR_LINE_TOO_LONG: &[u8] = b"error: line too long\n";
 /// Sent to a connection that would exceed `MAX_CONNS`; then it is closed.
@@ -41,6 +43,9 @@ pub struct LineTooLong {
 #[derive(Debug)]
 pub struct Codec {
     max_line: usize,
+    /// CPU burned per answered line: a stand-in for the work a real server
+    /// does per request (`--work-us`), zero by default.
+    work_per_line: Duration,
     /// Bytes received since the last LF (always fewer than `max_line`).
     partial: Vec<u8>,
 }
@@ -56,7 +61,28 @@ impl Codec {
         assert!(max_line > 0, "max_line must be at least 1");
         Codec {
             max_line,
+            work_per_line: Duration::ZERO,
             partial: Vec::new(),
+        }
+    }
+
+    /// The same codec, burning `per_line` of CPU for every line it answers.
+    /// The burn is a busy loop on the calling thread, as real request
+    /// processing would be: it is how `lab demo head-of-line` shows a slow
+    /// request stalling every other client of a single event loop.
+    pub fn with_work(mut self, per_line: Duration) -> Self {
+        self.work_per_line = per_line;
+        self
+    }
+
+    fn work(&self, lines: u64) {
+        if self.work_per_line.is_zero() || lines == 0 {
+            return;
+        }
+        let lines = u32::try_from(lines).unwrap_or(u32::MAX);
+        let until = Instant::now() + self.work_per_line.saturating_mul(lines);
+        while Instant::now() < until {
+            std::hint::spin_loop();
         }
     }
 
@@ -95,6 +121,7 @@ impl Codec {
             return Err(self.too_long(lines, out));
         }
         self.partial.extend_from_slice(tail);
+        self.work(lines);
         Ok(lines)
     }
 
@@ -142,6 +169,7 @@ impl Codec {
         push_upper(out, &self.partial);
         let had_tail = !self.partial.is_empty();
         self.clear_partial();
+        self.work(had_tail as u64);
         had_tail
     }
 

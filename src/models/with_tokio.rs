@@ -35,7 +35,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::handler::READ_SIZE;
 use crate::listener::ConnPermit;
-use crate::protocol::{Codec, ERR_IDLE_TIMEOUT, ERR_TOO_MANY_CONNS};
+use crate::protocol::{ERR_IDLE_TIMEOUT, ERR_TOO_MANY_CONNS};
 use crate::shutdown::{self, Connections};
 use crate::sys::counters::{self, bump, Counter};
 
@@ -137,7 +137,7 @@ async fn accept_loop(
 
 /// One connection: the blocking handler's loop, with `.await`s.
 async fn serve_connection(stream: &mut tokio::net::TcpStream, config: &Config) -> io::Result<()> {
-    let mut codec = Codec::new(config.max_line);
+    let mut codec = config.codec();
     let mut input = vec![0; READ_SIZE.min(config.max_pending)];
     let mut output = Vec::with_capacity(input.len());
     loop {
