@@ -26,15 +26,15 @@
 //! the growth of the server's proportional set size (PSS, so that forked
 //! processes' shared pages count once) divided by the connections.
 
-use std::io::{self, BufRead, BufReader, IsTerminal};
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::child::{pin_self, tree_pss_kib, ServerProcess};
 use crate::load::{self, LoadArgs, LoadReport};
 use crate::models::{self, Capacity, Model};
 use crate::stats::Summary;
@@ -372,7 +372,7 @@ fn measure_running(
     pin: bool,
     row: &mut Row,
 ) -> io::Result<()> {
-    let mut server = ServerProcess::start(&args.lab, model.name, pin)?;
+    let mut server = ServerProcess::start(&args.lab, &[model.name], pin)?;
     let pid = server.pid();
     let baseline = tree_pss_kib(pid);
     let peak = AtomicU64::new(baseline);
@@ -417,161 +417,6 @@ fn measure_running(
     row.load = Some(report);
     row.summary = Some(summary);
     Ok(())
-}
-
-/// A `lab MODEL` child process.
-struct ServerProcess {
-    child: Child,
-    addr: String,
-    lines: mpsc::Receiver<String>,
-}
-
-impl ServerProcess {
-    fn start(lab: &Path, model: &str, pin: bool) -> io::Result<ServerProcess> {
-        let mut command = Command::new(lab);
-        command
-            .args([
-                model,
-                "--addr",
-                "127.0.0.1:0",
-                "--max-conns",
-                "20000",
-                "--idle-timeout",
-                "0",
-                "--drain-timeout",
-                "2",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if pin {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: between fork and exec the closure only makes one
-            // async-signal-safe system call (sched_setaffinity) on a set
-            // built on its own stack.
-            unsafe {
-                command.pre_exec(|| {
-                    pin_self(0);
-                    Ok(())
-                });
-            }
-        }
-        let mut child = command.spawn()?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let first = lines
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| io::Error::other(format!("{model} did not start")))?;
-        let addr = first
-            .strip_prefix("listening on ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .ok_or_else(|| io::Error::other(format!("{model} printed {first:?}")))?
-            .to_string();
-        Ok(ServerProcess { child, addr, lines })
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// SIGTERM, then the summary line.
-    fn stop(&mut self) -> io::Result<Summary> {
-        // SAFETY: kill(2) on our own child's pid, which has not been reaped.
-        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(json) = line.strip_prefix("summary ") {
-                        let _ = self.child.wait();
-                        return serde_json::from_str(json).map_err(io::Error::other);
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        Err(io::Error::other("the server printed no summary"))
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Pins the calling thread (and the threads and processes it creates
-/// afterwards) to one CPU.
-fn pin_self(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data, zero is the empty set; CPU_SET and
-    // sched_setaffinity only touch that local set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// Proportional set size of a process and all its descendants, KiB.
-fn tree_pss_kib(pid: i32) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![pid];
-    let children = child_map();
-    while let Some(p) = stack.pop() {
-        total += pss_kib(p);
-        if let Some(kids) = children.get(&p) {
-            stack.extend(kids);
-        }
-    }
-    total
-}
-
-fn pss_kib(pid: i32) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    text.lines()
-        .find_map(|line| line.strip_prefix("Pss:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Parent pid → children, from /proc/*/stat.
-fn child_map() -> std::collections::HashMap<i32, Vec<i32>> {
-    let mut map: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return map;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
-            map.entry(ppid).or_default().push(pid);
-        }
-    }
-    map
 }
 
 fn machine() -> Machine {

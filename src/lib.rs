@@ -18,13 +18,17 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod annotate;
 pub mod bench;
 pub mod charts;
+pub mod child;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod conn;
 #[cfg(target_arch = "x86_64")]
 pub mod coro;
+pub mod demo;
 pub mod driver;
 pub mod handler;
 pub mod listener;

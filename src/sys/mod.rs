@@ -212,6 +212,34 @@ pub fn die_with_parent(parent: libc::pid_t) {
     }
 }
 
+/// Sets another process's soft and hard `resource` limit to `value`
+/// (`prlimit(2)`): how `lab demo signal-overflow` shrinks a running
+/// server's real-time signal queue, as `prlimit --pid` would.
+pub fn set_process_limit(
+    pid: libc::pid_t,
+    resource: libc::__rlimit_resource_t,
+    value: u64,
+) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
+    // SAFETY: prlimit reads the new limit from a live local and, with a
+    // null old-limit pointer, writes nothing.
+    unsafe { syscall!(prlimit(pid, resource, &limit, std::ptr::null_mut())) }?;
+    Ok(())
+}
+
+/// Raises this process's soft limit on open descriptors to its hard limit,
+/// for the demos that open over a thousand connections (the soft limit is
+/// often 1,024). Children inherit it. Failure leaves the limit as it was.
+pub fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 /// A connected TCP socket whose reads and writes go through the counted
 /// wrappers above: what the blocking family of models hands the shared
 /// handler. (`std::net::TcpStream` would work just as well, but its calls

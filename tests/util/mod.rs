@@ -202,6 +202,12 @@ pub struct Finished {
 /// `IO_TIMEOUT`.
 #[track_caller]
 pub fn run_lab(args: &[&str]) -> Finished {
+    run_lab_within(args, IO_TIMEOUT)
+}
+
+/// [`run_lab`] with a deadline of its own, for the long-running commands.
+#[track_caller]
+pub fn run_lab_within(args: &[&str], within: Duration) -> Finished {
     let child = Command::new(lab_bin())
         .args(args)
         .stdin(Stdio::null())
@@ -214,10 +220,10 @@ pub fn run_lab(args: &[&str]) -> Finished {
     };
     let stdout = collect(child.stdout.take().expect("stdout was piped"));
     let stderr = collect(child.stderr.take().expect("stderr was piped"));
-    let Some(status) = wait_deadline(&mut child, IO_TIMEOUT) else {
+    let Some(status) = wait_deadline(&mut child, within) else {
         let _ = child.kill();
         let _ = child.wait();
-        panic!("lab {args:?} still running after {IO_TIMEOUT:?}; killed it")
+        panic!("lab {args:?} still running after {within:?}; killed it")
     };
     Finished {
         status,

@@ -1,0 +1,201 @@
+//! The `lab` command line, defined here in the library so that the tests can
+//! parse every command the docs and lab sheets show with the very parser the
+//! binary uses (`tests/docs.rs`). `src/main.rs` runs what this parses.
+
+use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
+
+use crate::config::Config;
+use crate::config::{parse_positive, parse_secs};
+use crate::models::{self, Model, ModelOption};
+
+/// `lab bench`'s options.
+#[derive(clap::Args, Debug)]
+pub struct BenchCli {
+    /// Models to compare, comma-separated [default: every model]
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Scenarios: rr (1, 100, 1000 conns), pipeline (100 conns, depth 16), c10k
+    #[arg(long, value_delimiter = ',', default_value = "rr,pipeline,c10k")]
+    pub scenarios: Vec<String>,
+    /// Seconds measured per run.
+    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    pub duration: std::time::Duration,
+    /// Seconds of load before measuring, per run.
+    #[arg(long, default_value = "1", value_parser = parse_secs)]
+    pub warmup: std::time::Duration,
+    /// Where to write report.json, report.md and the SVG charts.
+    #[arg(long, default_value = "bench-report")]
+    pub out: std::path::PathBuf,
+    /// Redraw report.md and the charts of an earlier run from its
+    /// report.json, without measuring anything.
+    #[arg(long, value_name = "DIR")]
+    pub rerender: Option<std::path::PathBuf>,
+    /// Repeat each run this many times and report the median and spread.
+    #[arg(long, default_value = "1", value_parser = parse_positive)]
+    pub repeat: usize,
+}
+
+/// `lab load`'s options.
+#[derive(clap::Args, Debug)]
+pub struct LoadCli {
+    /// The server to load.
+    #[arg(default_value = "127.0.0.1:7878", value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Connections that send requests.
+    #[arg(long, default_value = "100", value_parser = parse_positive)]
+    pub conns: usize,
+    /// Requests each connection keeps in flight (closed loop).
+    #[arg(long, default_value = "1", value_parser = parse_positive)]
+    pub depth: usize,
+    /// Bytes per request line, the LF included.
+    #[arg(long, default_value = "64", value_parser = parse_positive)]
+    pub size: usize,
+    /// Seconds to measure.
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    pub duration: std::time::Duration,
+    /// Seconds to run before measuring.
+    #[arg(long, default_value = "1", value_parser = parse_secs)]
+    pub warmup: std::time::Duration,
+    /// Total requests per second, sent on schedule (open loop); latency is
+    /// measured from the scheduled time.
+    #[arg(long, value_name = "REQ_PER_S")]
+    pub rate: Option<f64>,
+    /// Extra connections held open and silent.
+    #[arg(long, default_value = "0")]
+    pub idle: usize,
+    /// Generator threads.
+    #[arg(long, default_value = "1", value_parser = parse_positive)]
+    pub threads: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lab demo`'s options.
+#[derive(clap::Args, Debug)]
+pub struct DemoCli {
+    /// The demo to run; without one, list them.
+    pub name: Option<String>,
+    /// Run under this model instead of the demo's own choice; repeat for
+    /// more. A model's flags go with it, quoted: --model 'epoll --edge'.
+    #[arg(long = "model", value_name = "MODEL")]
+    pub models: Vec<String>,
+    /// Print what was measured as JSON on stdout; the timeline goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lab annotate`'s options.
+#[derive(clap::Args, Debug)]
+pub struct AnnotateCli {
+    /// Models whose source to render [default: every model].
+    #[arg(value_name = "MODEL")]
+    pub models: Vec<String>,
+    /// Write MODEL.html files into this directory (and an index.html);
+    /// without it, the one model's page goes to stdout.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// The whole command line: `lab list`, `lab client`, `lab load`,
+/// `lab bench`, `lab demo`, `lab annotate` and one subcommand per model.
+pub fn command() -> Command {
+    let mut lab = Command::new("lab")
+        .about("A lab of Linux IO models serving the UPPER protocol")
+        .long_about(
+            "A lab of Linux IO models serving the UPPER protocol: every line a client sends comes \
+             back upper-cased. `lab list` names the models; `lab MODEL` serves with one.",
+        )
+        .subcommand_required(true)
+        .subcommand(Command::new("list").about("List every model, in teaching order"))
+        .subcommand(
+            Command::new("client")
+                .about("Send standard input line by line to a server and print the replies")
+                .arg(
+                    Arg::new("addr")
+                        .default_value("127.0.0.1:7878")
+                        .value_name("HOST:PORT"),
+                ),
+        )
+        .subcommand(
+            BenchCli::augment_args(Command::new("bench"))
+                .about("Run every model under the same loads and write a report"),
+        )
+        .subcommand(
+            LoadCli::augment_args(Command::new("load"))
+                .about("Drive a server with checked, measured load"),
+        )
+        .subcommand(
+            DemoCli::augment_args(Command::new("demo"))
+                .about("Run a scripted experiment and narrate what happens"),
+        )
+        .subcommand(
+            AnnotateCli::augment_args(Command::new("annotate"))
+                .about("Render a model's source as a page: its comments beside its code"),
+        );
+    for model in models::all() {
+        lab = lab.subcommand(model_command(model));
+    }
+    lab
+}
+
+fn model_command(model: &Model) -> Command {
+    // `augment_args` sets the about text from the options struct's doc
+    // comment, so the model's own text goes on afterwards.
+    let mut command = Config::augment_args(Command::new(model.name))
+        .about(model.summary)
+        .long_about(format!("{}\n\n{}", model.summary, model.about));
+    for option in model.options {
+        command = command.arg(match option {
+            ModelOption::Workers { default } => Arg::new("workers")
+                .long("workers")
+                .value_name("N")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help(format!(
+                    "Workers: threads, processes or event loops [default: {default}]"
+                )),
+            ModelOption::Edge => Arg::new("edge")
+                .long("edge")
+                .action(clap::ArgAction::SetTrue)
+                .help("Edge-triggered readiness (EPOLLET) instead of level-triggered"),
+            ModelOption::SpinSleep => Arg::new("spin-sleep-us")
+                .long("spin-sleep-us")
+                .value_name("MICROS")
+                .value_parser(clap::value_parser!(u64))
+                .help("Sleep this long after each sweep [default: 0, never sleep]"),
+            ModelOption::NoMultishot => Arg::new("no-multishot")
+                .long("no-multishot")
+                .action(clap::ArgAction::SetTrue)
+                .help("Single-shot accept and recv with per-connection buffers"),
+            ModelOption::SqPoll => Arg::new("sqpoll")
+                .long("sqpoll")
+                .action(clap::ArgAction::SetTrue)
+                .help("A kernel thread polls the submission queue (IORING_SETUP_SQPOLL)"),
+        });
+    }
+    command
+}
+
+/// A model's [`Config`], from its subcommand's arguments: the common
+/// options, then the flags that model declares.
+pub fn config(model: &Model, args: &ArgMatches) -> Result<Config, String> {
+    let mut config = Config::from_arg_matches(args).map_err(|e| e.to_string())?;
+    if let Some(default) = model.default_workers() {
+        config.workers = args
+            .get_one::<u64>("workers")
+            .map_or(default, |&n| n as usize);
+    }
+    for option in model.options {
+        match option {
+            ModelOption::Workers { .. } => {}
+            ModelOption::Edge => config.tuning.edge = args.get_flag("edge"),
+            ModelOption::SpinSleep => {
+                let micros = args.get_one::<u64>("spin-sleep-us").copied().unwrap_or(0);
+                config.tuning.spin_sleep = std::time::Duration::from_micros(micros);
+            }
+            ModelOption::NoMultishot => config.tuning.no_multishot = args.get_flag("no-multishot"),
+            ModelOption::SqPoll => config.tuning.sqpoll = args.get_flag("sqpoll"),
+        }
+    }
+    Ok(config)
+}

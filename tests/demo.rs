@@ -1,0 +1,237 @@
+//! Every `lab demo` runs, and says what its chapter claims. The assertions
+//! read the facts the demo measured (`--json`), never its wording: if a
+//! model stopped behaving as the book says, the demo would report it and
+//! these tests would fail.
+
+mod util;
+
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+/// Demos measure time and memory; running two at once on a 2-core box
+/// would make each the other's noise.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs `lab demo NAME --json` with `models` (`--model` each), asserts
+/// that it succeeded, and returns its runs by model.
+fn demo(name: &str, models: &[&str]) -> Vec<(String, Value)> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut args = vec!["demo", name, "--json"];
+    for model in models {
+        args.extend(["--model", model]);
+    }
+    let done = util::run_lab_within(&args, std::time::Duration::from_secs(120));
+    assert!(
+        done.status.success(),
+        "lab {args:?}: {}\n{}\n{}",
+        done.status,
+        done.stdout,
+        done.stderr
+    );
+    // The narration is on stderr, with a timestamp per line.
+    assert!(
+        done.stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with("0.0")),
+        "no timeline: {}",
+        done.stderr
+    );
+    let report: Value = serde_json::from_str(&done.stdout).expect("the report is JSON");
+    assert_eq!(report["demo"], name);
+    assert!(!report["findings"].as_array().unwrap().is_empty());
+    report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| {
+            (
+                run["model"].as_str().unwrap().to_string(),
+                run["facts"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn facts<'a>(runs: &'a [(String, Value)], model: &str) -> &'a Value {
+    &runs
+        .iter()
+        .find(|(m, _)| m == model)
+        .unwrap_or_else(|| panic!("no run of {model} in {runs:?}"))
+        .1
+}
+
+fn number(facts: &Value, key: &str) -> f64 {
+    facts[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number {key} in {facts}"))
+}
+
+#[test]
+fn every_model_has_a_demo_that_runs_it_by_default() {
+    for model in iolab::models::all() {
+        assert!(
+            iolab::demo::all().iter().any(|demo| demo
+                .default_models
+                .iter()
+                .any(|spec| spec.split_whitespace().next() == Some(model.name))),
+            "no demo runs {}",
+            model.name
+        );
+    }
+}
+
+#[test]
+fn lab_demo_lists_the_demos_and_refuses_unknown_ones() {
+    let listed = util::run_lab(&["demo"]);
+    assert!(listed.status.success());
+    for demo in iolab::demo::all() {
+        assert!(listed.stdout.contains(demo.name), "{}", listed.stdout);
+    }
+    let unknown = util::run_lab(&["demo", "no-such-demo"]);
+    assert!(!unknown.status.success());
+    assert!(unknown.stderr.contains("no demo"), "{}", unknown.stderr);
+    let bad_model = util::run_lab(&["demo", "busy-poll", "--model", "nosuch"]);
+    assert!(!bad_model.status.success());
+    assert!(
+        bad_model.stderr.contains("no model"),
+        "{}",
+        bad_model.stderr
+    );
+}
+
+#[test]
+fn second_client_waits_under_blocking_only() {
+    let runs = demo("second-client", &[]);
+    let blocking = facts(&runs, "blocking");
+    assert_eq!(
+        blocking["b_answered_while_a_connected"], false,
+        "{blocking}"
+    );
+    // A stays 1.5 s after B asks: B's wait must cover it.
+    assert!(number(blocking, "b_wait_ms") >= 1400.0, "{blocking}");
+    for model in ["fork", "threads"] {
+        let f = facts(&runs, model);
+        assert_eq!(f["b_answered_while_a_connected"], true, "{model}: {f}");
+    }
+}
+
+#[test]
+fn a_pool_of_two_makes_the_third_client_wait() {
+    let runs = demo("pool-exhaustion", &[]);
+    for model in ["threadpool --workers 2", "prefork --workers 2"] {
+        let f = facts(&runs, model);
+        assert_eq!(f["c_answered_while_a_b_connected"], false, "{model}: {f}");
+        assert!(number(f, "c_wait_ms") >= 1400.0, "{model}: {f}");
+    }
+    // The same demo with a third worker: C is served at once.
+    let runs = demo("pool-exhaustion", &["threadpool --workers 3"]);
+    let f = facts(&runs, "threadpool --workers 3");
+    assert_eq!(f["c_answered_while_a_b_connected"], true, "{f}");
+}
+
+#[test]
+fn busy_polling_burns_cpu_while_idle_and_epoll_does_not() {
+    let runs = demo("busy-poll", &[]);
+    let spinning = facts(&runs, "nonblocking");
+    let sleeping = facts(&runs, "epoll");
+    // The CPU share depends on what else the box runs; the syscall count
+    // does not: the sweep calls recv and accept for ever, epoll a dozen times.
+    assert!(number(spinning, "cpu_percent") > 20.0, "{spinning}");
+    assert!(number(sleeping, "cpu_percent") < 5.0, "{sleeping}");
+    assert!(number(spinning, "syscalls") > 10_000.0, "{spinning}");
+    assert!(number(sleeping, "syscalls") < 100.0, "{sleeping}");
+}
+
+#[test]
+fn select_stops_below_descriptor_1024_and_poll_does_not() {
+    let runs = demo("select-limit", &[]);
+    let select = facts(&runs, "select");
+    assert!(number(select, "refused") > 0.0, "{select}");
+    assert!(number(select, "served") < 1024.0, "{select}");
+    assert!(number(select, "served") > 900.0, "{select}");
+    let poll = facts(&runs, "poll");
+    assert_eq!(number(poll, "served"), 1100.0, "{poll}");
+    assert_eq!(number(poll, "refused"), 0.0, "{poll}");
+}
+
+#[test]
+fn a_slow_reader_stalls_itself_and_not_the_server() {
+    let runs = demo("slow-reader", &["epoll", "uring", "threads"]);
+    for (model, f) in &runs {
+        assert_eq!(f["hog_stalled"], true, "{model}: {f}");
+        // It pushed megabytes the server never held: the kernel's buffers
+        // took them, and the server stopped reading at MAX_PENDING.
+        // The second hog's growth is what one more costs: bounded by
+        // MAX_PENDING (256 KiB) and a read buffer, not by what it sent.
+        let second_sent = f["hog_sent_kib"][1].as_f64().unwrap();
+        let second_growth = f["hog_growth_kib"][1].as_f64().unwrap();
+        assert!(second_sent > 1024.0, "{model}: {f}");
+        assert!(second_growth < 1024.0, "{model}: {f}");
+        assert_eq!(f["other_client_served"], true, "{model}: {f}");
+    }
+}
+
+#[test]
+fn an_idle_thread_costs_more_than_an_idle_event_loop_connection() {
+    let runs = demo("c10k", &[]);
+    let per_conn = |model: &str| number(facts(&runs, model), "kib_per_conn");
+    for model in ["epoll", "mio", "polling"] {
+        assert!(per_conn(model) < 2.0, "{model}: {runs:?}");
+        assert!(per_conn("threads") > 4.0 * per_conn(model), "{runs:?}");
+    }
+    for model in ["uring", "coro", "tokio"] {
+        assert!(per_conn(model).is_finite(), "{model}: {runs:?}");
+    }
+}
+
+#[test]
+fn level_triggered_epoll_rearms_and_edge_triggered_does_not() {
+    let runs = demo("edge-vs-level", &[]);
+    let level = facts(&runs, "epoll");
+    let edge = facts(&runs, "epoll --edge");
+    for f in [level, edge] {
+        assert_eq!(number(f, "load_errors"), 0.0, "{f}");
+    }
+    assert!(number(level, "epoll_ctl_changes") > 0.0, "{level}");
+    assert_eq!(number(edge, "epoll_ctl_changes"), 0.0, "{edge}");
+}
+
+#[test]
+fn sigio_overflows_a_small_queue_and_loses_nothing() {
+    let runs = demo("signal-overflow", &[]);
+    let f = facts(&runs, "sigio");
+    assert!(number(f, "lowered_overflows") > 0.0, "{f}");
+    assert_eq!(
+        number(f, "normal_errors") + number(f, "lowered_errors"),
+        0.0,
+        "{f}"
+    );
+    assert!(number(f, "lowered_requests") > 1000.0, "{f}");
+}
+
+#[test]
+fn uring_batches_syscalls_as_load_grows() {
+    let runs = demo("batching", &[]);
+    let step = |model: &str, i: usize| {
+        facts(&runs, model)["steps"][i]["syscalls_per_request"]
+            .as_f64()
+            .unwrap()
+    };
+    for model in ["epoll", "uring"] {
+        assert!(step(model, 2) < step(model, 0), "{model}: {runs:?}");
+    }
+    assert!(step("uring", 2) < step("epoll", 2), "{runs:?}");
+}
+
+#[test]
+fn work_on_one_event_loop_stalls_everyone_and_a_pool_does_not() {
+    let runs = demo("head-of-line", &["epoll", "coro", "tokio", "threadpool"]);
+    // The hog queued 500 ms of work 50 ms before the probe asked.
+    for model in ["epoll", "coro", "tokio"] {
+        let f = facts(&runs, model);
+        assert!(number(f, "probe_ms") > 250.0, "{model}: {f}");
+    }
+    let pool = facts(&runs, "threadpool");
+    assert!(number(pool, "probe_ms") < 250.0, "{pool}");
+}
