@@ -26,7 +26,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod conn;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub mod coro;
 pub mod demo;
 pub mod driver;

@@ -43,25 +43,46 @@ fn yields_interleave_in_exact_fifo_order() {
     assert_eq!(*log.borrow(), expected);
 }
 
-/// MXCSR's control bits (rounding mode, exception masks), read without
-/// `std::arch`'s deprecated helpers. The low six bits are sticky status
-/// flags that arithmetic sets (inexact, ...), not state to preserve.
-fn mxcsr() -> u32 {
-    mxcsr_raw() & !0x3f
-}
-
-fn mxcsr_raw() -> u32 {
+/// The floating-point control register, status bits masked off: MXCSR's
+/// control bits on x86-64 (the low six are sticky flags that arithmetic
+/// sets), FPCR on aarch64 (which has no status bits).
+#[cfg(target_arch = "x86_64")]
+fn fp_control() -> u64 {
     let mut value = 0u32;
     // SAFETY: stmxcsr stores the 4-byte register into a live local.
     unsafe { std::arch::asm!("stmxcsr [{}]", in(reg) &mut value, options(nostack)) };
-    value
+    u64::from(value & !0x3f)
 }
 
-fn set_mxcsr(value: u32) {
+#[cfg(target_arch = "x86_64")]
+fn set_fp_control(value: u64) {
+    let value = value as u32;
     // SAFETY: ldmxcsr loads a valid MXCSR value (only the rounding bits of
     // the default change).
     unsafe { std::arch::asm!("ldmxcsr [{}]", in(reg) &value, options(nostack)) };
 }
+
+/// MXCSR's rounding-control bits; both set is "toward zero".
+#[cfg(target_arch = "x86_64")]
+const ROUNDING_BITS: u64 = 0x6000;
+
+#[cfg(target_arch = "aarch64")]
+fn fp_control() -> u64 {
+    let value: u64;
+    // SAFETY: reading FPCR has no side effects.
+    unsafe { std::arch::asm!("mrs {}, fpcr", out(reg) value, options(nostack, nomem)) };
+    value
+}
+
+#[cfg(target_arch = "aarch64")]
+fn set_fp_control(value: u64) {
+    // SAFETY: only FPCR's rounding-mode bits differ from the current value.
+    unsafe { std::arch::asm!("msr fpcr, {}", in(reg) value, options(nostack, nomem)) };
+}
+
+/// FPCR's RMode bits (23:22); both set is "toward zero".
+#[cfg(target_arch = "aarch64")]
+const ROUNDING_BITS: u64 = 0xC0_0000;
 
 #[test]
 fn integers_floats_and_rounding_mode_survive_100000_switches() {
@@ -70,24 +91,24 @@ fn integers_floats_and_rounding_mode_survive_100000_switches() {
         // One coroutine rounds toward zero, the other to nearest; each must
         // find its own mode, and its own values, after every switch.
         let toward_zero = coro::spawn(|| {
-            let mode = (mxcsr() & !0x6000) | 0x6000;
-            set_mxcsr(mode);
+            let mode = fp_control() | ROUNDING_BITS;
+            set_fp_control(mode);
             let (mut n, mut x) = (0u64, 0.0f64);
             for i in 0..SWITCHES {
                 n += u64::from(i);
                 x += 0.5;
                 coro::yield_now();
-                assert_eq!(mxcsr(), mode, "rounding mode lost after switch {i}");
+                assert_eq!(fp_control(), mode, "rounding mode lost after switch {i}");
             }
             (n, x)
         });
         let nearest = coro::spawn(|| {
-            let mode = mxcsr() & !0x6000;
+            let mode = fp_control() & !ROUNDING_BITS;
             let mut y = 1.0f64;
             for _ in 0..SWITCHES {
                 y = y * 1.000001 + 0.25;
                 coro::yield_now();
-                assert_eq!(mxcsr(), mode);
+                assert_eq!(fp_control(), mode);
             }
             y
         });

@@ -53,7 +53,7 @@ use std::net::TcpListener;
 use crate::config::Config;
 
 pub mod blocking;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub mod coro;
 pub mod epoll;
 pub mod fork;
@@ -421,7 +421,7 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: uring::serve,
     },
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     Model {
         name: "coro",
         family: Family::Coroutine,
