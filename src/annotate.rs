@@ -366,7 +366,10 @@ mod tests {
         assert_eq!(got.len(), 4, "{got:?}");
         assert_eq!(got[0].prose, "The module.\n");
         assert!(got[0].module_doc && got[0].code.is_empty());
-        assert_eq!((got[1].prose.as_str(), got[1].code.as_str()), ("", "use x;"));
+        assert_eq!(
+            (got[1].prose.as_str(), got[1].code.as_str()),
+            ("", "use x;")
+        );
         assert_eq!(got[2].prose, "Doc.\n");
         assert_eq!(got[2].code, "fn f() {");
         assert_eq!(got[3].prose, "Why.\n");
