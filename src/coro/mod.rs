@@ -33,8 +33,8 @@
 //! its stack's touched pages — usually one or two — plus a small record.
 //!
 //! x86-64 and aarch64: the switch is a page of assembly for each
-//! ([`context`]); the aarch64 one saves x19–x30, sp, d8–d15 and FPCR. It is
-//! tested under `qemu-aarch64` (see `benches/README.md`).
+//! ([`context`]); the aarch64 one saves x19–x30, sp, d8–d15 and FPCR. It
+//! is tested under `qemu-aarch64`: docs/src/models/coro.md says how.
 
 pub mod context;
 pub mod net;
