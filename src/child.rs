@@ -81,8 +81,11 @@ impl ServerProcess {
 
     /// SIGTERM, then the summary line.
     pub fn stop(&mut self) -> io::Result<Summary> {
-        // SAFETY: kill(2) on our own child's pid, which has not been reaped.
-        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        // Our own child, not yet reaped: the pid cannot belong to another.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(15);
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
@@ -111,14 +114,13 @@ impl Drop for ServerProcess {
 }
 
 /// Pins the calling thread (and the threads and processes it creates
-/// afterwards) to one CPU.
+/// afterwards) to one CPU. Allocates nothing, so it may run between fork and exec. A machine
+/// without that CPU leaves the affinity as it was.
 pub fn pin_self(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data, zero is the empty set; CPU_SET and
-    // sched_setaffinity only touch that local set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
     }
 }
 

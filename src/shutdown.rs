@@ -78,9 +78,11 @@ pub fn install(drain_timeout: Duration) -> io::Result<()> {
 }
 
 extern "C" fn on_signal(_signal: libc::c_int) {
-    // SAFETY: errno is thread-local; we restore it so that the interrupted
-    // code sees the errno of its own call, not of ours.
-    let saved_errno = unsafe { *libc::__errno_location() };
+    sys::with_errno_preserved(stop_from_signal);
+}
+
+/// The stop signal's work: only atomics and async-signal-safe calls.
+fn stop_from_signal() {
     REQUESTED.store(true, SeqCst);
     let wake = WAKE_FD.load(SeqCst);
     if wake >= 0 {
@@ -101,8 +103,6 @@ extern "C" fn on_signal(_signal: libc::c_int) {
         // EINTR, and the next one sees the new limit.)
         sys::set_send_timeout_raw(serving, DRAIN_MICROS.load(SeqCst));
     }
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = saved_errno };
 }
 
 /// Requests shutdown from code, as a stop signal would (for a model that

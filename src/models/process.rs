@@ -45,23 +45,21 @@ pub fn install(capacity: usize, on_reap: fn(usize)) -> io::Result<()> {
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
-    // SAFETY: `on_sigchld` calls only waitpid and touches only atomics (the
-    // `on_reap` hooks promise the same), and it saves and restores errno.
+    // SAFETY: `on_sigchld` calls only waitpid (`sys::reap_child`) and
+    // touches only atomics (the `on_reap` hooks promise the same), and it
+    // saves and restores errno.
     unsafe { signal::sigaction(Signal::SIGCHLD, &action) }?;
     Ok(())
 }
 
 extern "C" fn on_sigchld(_signal: libc::c_int) {
-    // SAFETY: errno is thread-local; restored below.
-    let saved_errno = unsafe { *libc::__errno_location() };
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid writes the status into a live local variable.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid <= 0 {
-            break;
-        }
-        if libc::WIFSIGNALED(status) {
+    sys::with_errno_preserved(reap_all);
+}
+
+/// Reaps every ended child and frees its slot.
+fn reap_all() {
+    while let Some(sys::Reaped { pid, by_signal }) = sys::reap_child() {
+        if by_signal {
             counters::totals()
                 .gauges
                 .children_crashed
@@ -76,8 +74,6 @@ extern "C" fn on_sigchld(_signal: libc::c_int) {
             }
         }
     }
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = saved_errno };
 }
 
 /// Runs `f` with `SIGCHLD` (and the stop signals) blocked, so the handler
@@ -101,8 +97,7 @@ fn with_signals_blocked<T>(f: impl FnOnce(&SigSet) -> T) -> T {
 /// code (which, in the child, would make it a second parent).
 pub fn spawn(child: impl FnOnce(usize)) -> io::Result<Option<usize>> {
     let slots = SLOTS.get().expect("process::install not called");
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
+    let parent = std::process::id() as libc::pid_t;
     with_signals_blocked(|old_mask| {
         let Some(slot) = slots.iter().position(|s| s.load(SeqCst) == 0) else {
             return Ok(None);
@@ -124,10 +119,9 @@ pub fn spawn(child: impl FnOnce(usize)) -> io::Result<Option<usize>> {
                     Err(_) => 101,
                 };
                 counters::flush();
-                // SAFETY: `_exit` ends the child without running the
-                // parent's atexit handlers or destructors, which belong to
-                // the parent.
-                unsafe { libc::_exit(status) }
+                // Not `exit`: the parent's atexit handlers and destructors
+                // are the parent's.
+                sys::exit_now(status)
             }
         }
     })
@@ -198,6 +192,7 @@ pub fn wait_for_signal_unless(done: impl Fn() -> bool) {
 /// Nothing in the child may use or drop the value that owns `fd` afterwards;
 /// the child must end with `_exit` (as [`spawn`] does).
 pub unsafe fn close_inherited(fd: std::os::fd::RawFd) {
-    // SAFETY: the caller guarantees `fd` is not used again in this process.
-    unsafe { libc::close(fd) };
+    // The caller guarantees `fd` is not used again in this process; an
+    // error (EBADF, EINTR) leaves nothing to do.
+    let _ = nix::unistd::close(fd);
 }

@@ -212,6 +212,46 @@ pub fn die_with_parent(parent: libc::pid_t) {
     }
 }
 
+/// Runs `f` and puts `errno` back as it was: what a signal handler must do,
+/// so that the code it interrupted sees the errno of its own call, not of
+/// the handler's.
+pub fn with_errno_preserved<T>(f: impl FnOnce() -> T) -> T {
+    let saved = nix::errno::Errno::last_raw();
+    let result = f();
+    nix::errno::Errno::set_raw(saved);
+    result
+}
+
+/// A child that ended, from [`reap_child`].
+#[derive(Clone, Copy, Debug)]
+pub struct Reaped {
+    /// Its process id.
+    pub pid: libc::pid_t,
+    /// Whether a signal killed it (a crash, or a `kill -9`).
+    pub by_signal: bool,
+}
+
+/// `waitpid(-1, WNOHANG)`: collects one ended child, if any, so it does not
+/// stay a zombie. Async-signal-safe: the `SIGCHLD` handler calls it in a
+/// loop until it returns `None`.
+pub fn reap_child() -> Option<Reaped> {
+    let mut status = 0;
+    // SAFETY: waitpid writes the status into a live local variable.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    (pid > 0).then(|| Reaped {
+        pid,
+        by_signal: libc::WIFSIGNALED(status),
+    })
+}
+
+/// `_exit(2)`: ends this process at once, without running destructors or
+/// `atexit` handlers — how a forked child ends, since those belong to the
+/// parent.
+pub fn exit_now(status: i32) -> ! {
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(status) }
+}
+
 /// Sets another process's soft and hard `resource` limit to `value`
 /// (`prlimit(2)`): how `lab demo signal-overflow` shrinks a running
 /// server's real-time signal queue, as `prlimit --pid` would.
