@@ -1,8 +1,14 @@
 //! The coroutine runtime's costs, next to the OS thread equivalent, in one
 //! run: `cargo bench --bench coro`.
 //!
-//! - `switch`: one coroutine switch (two coroutines yielding to each other;
-//!   each yield is a suspend into the scheduler and a resume out of it).
+//! - `coroutine switch`: the switch alone, no scheduler: a resume into a
+//!   coroutine and its suspend back (two `Context::switch` calls, like
+//!   corosensei's resume + suspend), reported per switch.
+//! - `coroutine yield`: one hand-off through the real scheduler: two
+//!   coroutines yielding to each other, reported per yield. Within a round
+//!   a yield switches straight to the other coroutine; at a round's end it
+//!   goes through the scheduler loop, which looks at timers and sockets.
+//!   The difference to the switch is the scheduler's bookkeeping.
 //! - `spawn+join`: a coroutine started on a pooled stack and joined.
 //! - `thread ping-pong`: two OS threads handing a token back and forth
 //!   through a mutex and condition variable — one hand-off, the thread
@@ -15,29 +21,78 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use iolab::coro;
+use iolab::coro::context::Context;
+use iolab::coro::stack::Stack;
 
 fn switch(c: &mut Criterion) {
-    c.bench_function("coroutine switch", |b| {
-        b.iter_custom(|iters| {
-            coro::run(move || {
-                let partner = coro::spawn(move || {
+    c.bench_function(
+        "coroutine yield (one hand-off, through the scheduler)",
+        |b| {
+            b.iter_custom(|iters| {
+                coro::run(move || {
+                    let partner = coro::spawn(move || {
+                        for _ in 0..iters {
+                            coro::yield_now();
+                        }
+                    });
+                    let start = Instant::now();
                     for _ in 0..iters {
                         coro::yield_now();
                     }
-                });
-                let start = Instant::now();
-                for _ in 0..iters {
-                    coro::yield_now();
-                }
-                let elapsed = start.elapsed();
-                partner.join().unwrap();
-                // Each iteration is two switches out and two back (ours and
-                // the partner's yield): report per switch.
-                elapsed / 4
+                    let elapsed = start.elapsed();
+                    partner.join().unwrap();
+                    // Each iteration is two yields, ours and the partner's: two
+                    // hand-offs, comparable with the thread ping-pong's.
+                    elapsed / 2
+                })
+                .unwrap()
+                .unwrap()
             })
-            .unwrap()
-            .unwrap()
-        })
+        },
+    );
+}
+
+/// The two sides of the raw switch benchmark.
+struct PingPong {
+    main: Context,
+    coro: Context,
+}
+
+/// The coroutine of the raw benchmark: suspends back to `main` for ever.
+unsafe extern "C" fn bounce(_message: usize, data: usize) -> ! {
+    let sides = data as *mut PingPong;
+    loop {
+        // SAFETY: `data` is the `PingPong` of `context_switch`, alive while
+        // it resumes us; `main` was saved by the resume that woke us.
+        unsafe { (*sides).coro.switch(&(*sides).main, 0) };
+    }
+}
+
+fn context_switch(c: &mut Criterion) {
+    c.bench_function("coroutine switch (Context::switch, no scheduler)", |b| {
+        let stack = Stack::new().unwrap();
+        // Both sides reach the contexts through this one raw pointer.
+        let data = Box::into_raw(Box::new(PingPong {
+            main: Context::default(),
+            coro: Context::default(),
+        }));
+        // SAFETY: `data` is live until the end of this closure; the
+        // stack outlives every resume below; the coroutine, left
+        // suspended at the end, owns nothing that needs dropping.
+        unsafe { (*data).coro = Context::fresh(stack.top(), bounce, data as usize) };
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                // SAFETY: `coro` was made fresh or saved by `bounce`'s
+                // last switch; its stack is alive.
+                unsafe { (*data).main.switch(&(*data).coro, 0) };
+            }
+            // Two switches per iteration: the resume and the suspend.
+            start.elapsed() / 2
+        });
+        // SAFETY: made by `Box::into_raw` above; nothing resumes the
+        // coroutine any more.
+        drop(unsafe { Box::from_raw(data) });
     });
 }
 
@@ -148,5 +203,12 @@ fn parked_memory(_: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, switch, spawn_join, thread_ping_pong, parked_memory);
+criterion_group!(
+    benches,
+    switch,
+    context_switch,
+    spawn_join,
+    thread_ping_pong,
+    parked_memory
+);
 criterion_main!(benches);

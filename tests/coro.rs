@@ -398,6 +398,49 @@ fn a_coroutine_that_only_yields_cannot_starve_timers() {
 }
 
 #[test]
+fn a_coroutine_that_only_yields_cannot_starve_io() {
+    let (mut writer, reader) = std::os::unix::net::UnixStream::pair().unwrap();
+    reader.set_nonblocking(true).unwrap();
+    let feeder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        writer.write_all(b"x").unwrap();
+        writer
+    });
+    let result = coro::run(move || {
+        let got = Rc::new(Cell::new(false));
+        let waiter = {
+            let got = got.clone();
+            coro::spawn(move || {
+                let registration = Registration::new(&reader).unwrap();
+                let mut byte = [0u8; 1];
+                loop {
+                    match (&reader).read(&mut byte) {
+                        Ok(1) => break,
+                        Ok(_) => panic!("early end of stream"),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            registration.wait(Direction::Read, None);
+                        }
+                        Err(e) => panic!("read: {e}"),
+                    }
+                }
+                got.set(true);
+            })
+        };
+        // As with timers: the socket must be polled between rounds even
+        // though a coroutine is always runnable.
+        let mut yields = 0u64;
+        while !got.get() {
+            coro::yield_now();
+            yields += 1;
+            assert!(yields < 50_000_000, "the reader never woke: IO starved");
+        }
+        waiter.join().unwrap();
+    });
+    assert!(matches!(result, Ok(Ok(()))));
+    drop(feeder.join().unwrap());
+}
+
+#[test]
 fn an_ordinary_thread_overflow_still_gets_std_s_message() {
     if std::env::var_os("IOLAB_THREAD_OVERFLOW_CHILD").is_some() {
         // Install the runtime's SIGSEGV handler, then overflow a plain

@@ -45,6 +45,9 @@ enum State {
 struct Coro {
     context: Context,
     stack: Option<Stack>,
+    /// Its stack's guard page, which it records for the SIGSEGV handler
+    /// each time it is resumed (see [`stack::set_current_guard`]).
+    guard: (usize, usize),
     state: State,
 }
 
@@ -80,6 +83,11 @@ struct Scheduler {
     slots: Vec<Slot>,
     free: Vec<usize>,
     run_queue: VecDeque<CoroId>,
+    /// How many entries at the front of the run queue are still to run in
+    /// this round (see [`run_runnable`]).
+    round: usize,
+    /// The running coroutine; in the scheduler's own context, the one that
+    /// last switched back to it.
     current: Option<CoroId>,
     /// The scheduler loop's own context, to which coroutines switch back.
     home: Box<Context>,
@@ -93,6 +101,9 @@ struct Scheduler {
     sources: Vec<Source>,
     free_sources: Vec<usize>,
     io_waiters: usize,
+    /// The buffer `epoll_wait` fills, kept between polls: allocating it
+    /// anew each round cost as much as the round's switches.
+    events: Vec<EpollEvent>,
 }
 
 thread_local! {
@@ -101,12 +112,24 @@ thread_local! {
 
 /// Runs `f` with the scheduler of this thread. Never hold the borrow across
 /// a switch: the other side will need it.
+///
+/// Why not simply `SCHEDULER.with(|cell| f(...))`: with `f` inside it,
+/// std's `LocalKey::with` grew too big to be inlined, and every use of the
+/// scheduler paid an out-of-line call, an indirect call to the thread-local's
+/// accessor and its result copied through memory: a fifth of the
+/// instructions of a `yield_now` (callgrind). Fetching only the address and
+/// borrowing here lets the whole of it be inlined into the caller.
+#[inline(always)]
 fn with<R>(f: impl FnOnce(&mut Scheduler) -> R) -> R {
-    SCHEDULER.with(|cell| {
-        let mut borrow = cell.borrow_mut();
-        let scheduler = borrow.as_mut().expect("not inside coro::run");
-        f(scheduler)
-    })
+    let cell: *const RefCell<Option<Scheduler>> = SCHEDULER.with(|cell| cell as *const _);
+    // SAFETY: a thread-local lives until its thread exits, and this thread
+    // cannot exit during this call, so the reference is valid for all of
+    // it. (`LocalKey::with` lends it only to a closure because it cannot
+    // know how long a caller would keep it; we keep it for this call only.)
+    let cell = unsafe { &*cell };
+    let mut borrow = cell.borrow_mut();
+    let scheduler = borrow.as_mut().expect("not inside coro::run");
+    f(scheduler)
 }
 
 /// Nothing can ever run again: every coroutine left is parked, with no timer
@@ -150,6 +173,7 @@ pub fn run<T: 'static>(
             slots: Vec::new(),
             free: Vec::new(),
             run_queue: VecDeque::new(),
+            round: 0,
             current: None,
             home: Box::default(),
             timers: BTreeSet::new(),
@@ -159,6 +183,7 @@ pub fn run<T: 'static>(
             sources: Vec::new(),
             free_sources: Vec::new(),
             io_waiters: 0,
+            events: Vec::with_capacity(256),
         });
     });
     let handle = spawn(main);
@@ -182,46 +207,41 @@ pub fn run<T: 'static>(
 
 /// Resumes every runnable coroutine, in FIFO order, until none is left.
 ///
-/// One borrow of the scheduler per hop: it retires the coroutine that just
-/// switched back (if it finished) and prepares the next, because the
-/// bookkeeping around a switch costs more than the switch itself.
-///
 /// One *round*: only the coroutines runnable when it starts. One that yields
 /// goes to the back of the queue and waits for the next round, after the
 /// sockets and timers have been looked at, so a coroutine that yields in a
 /// loop cannot starve IO.
+///
+/// Within a round a coroutine that yields or parks switches *straight to
+/// the next one* (see [`suspend_after`]): one switch per hand-off instead of
+/// two, in and out of this loop. Control comes back here only when a
+/// coroutine finishes (its stack must be freed from elsewhere than itself)
+/// or when the round is over.
 fn run_runnable() {
-    fire_timers();
-    let mut round = with(|s| s.run_queue.len());
-    let mut previous: Option<CoroId> = None;
-    loop {
-        let next = with(|s| {
-            s.current = None;
-            if let Some(id) = previous.take() {
-                s.retire_if_done(id);
-            }
-            while round > 0 {
-                round -= 1;
-                let Some(id) = s.run_queue.pop_front() else {
-                    break;
-                };
-                if let Some(target) = s.prepare(id) {
-                    return Some((id, target));
-                }
-            }
-            None
-        });
-        let Some((id, (home, target, guard))) = next else {
-            return;
-        };
-        stack::set_current_guard(guard);
+    // One borrow of the scheduler per visit here, because the bookkeeping
+    // around a switch costs more than the switch itself: the first starts
+    // the round and its first coroutine...
+    let (home, mut next) = with(|s| {
+        s.fire_timers();
+        s.round = s.run_queue.len();
+        (&mut *s.home as *mut Context, s.next_in_round())
+    });
+    while let Some(target) = next {
         // SAFETY: `home` and `target` point into boxes the scheduler keeps
         // alive (the home context, and the coroutine's box, which is freed
         // only after it is done); the target was saved by its last switch
         // or made fresh; no RefCell borrow is held across the switch.
         unsafe { (*home).switch(&*target, 0) };
+        // Back on the thread's own stack, which std guards.
         stack::set_current_guard((0, 0));
-        previous = Some(id);
+        // ...each later one retires the coroutine that switched back (if it
+        // finished) and starts the next.
+        next = with(|s| {
+            if let Some(id) = s.current.take() {
+                s.retire_if_done(id);
+            }
+            s.next_in_round()
+        });
     }
 }
 
@@ -229,8 +249,8 @@ fn run_runnable() {
 /// runnable, else until the next timer — or reports that nothing can ever
 /// run again.
 fn wait_for_events() -> Result<(), Deadlock> {
-    fire_timers();
     let (runnable, next_timer, waiters) = with(|s| {
+        s.fire_timers();
         (
             !s.run_queue.is_empty(),
             s.timers.first().map(|(at, _, _)| *at),
@@ -238,7 +258,15 @@ fn wait_for_events() -> Result<(), Deadlock> {
         )
     });
     if runnable {
-        poll_reactor(Some(Duration::ZERO));
+        // Harvest the sockets without sleeping — if any coroutine waits on
+        // one. With none waiting, an event could wake nobody (it would be
+        // dropped), so the syscall is skipped: it costs more than a whole
+        // round of switches. Events left in the kernel are harvested by the
+        // first poll after someone parks on a socket, at worst one spurious
+        // wake-up, which every wait tolerates.
+        if waiters > 0 {
+            poll_reactor(Some(Duration::ZERO));
+        }
         return Ok(());
     }
     if next_timer.is_none() && waiters == 0 {
@@ -257,24 +285,14 @@ fn wait_for_events() -> Result<(), Deadlock> {
     Ok(())
 }
 
-fn fire_timers() {
-    let now = Instant::now();
-    with(|s| {
-        while let Some((at, _, id)) = s.timers.first().copied() {
-            if at > now {
-                break;
-            }
-            s.timers.pop_first();
-            s.unpark(id);
-        }
-    });
-}
-
 fn poll_reactor(timeout: Option<Duration>) {
-    let mut events: Vec<EpollEvent> = Vec::with_capacity(256);
+    // The buffer is taken out of the scheduler for the call and put back
+    // below, where its events are read under one borrow.
+    let mut events = with(|s| std::mem::take(&mut s.events));
     // The epoll is borrowed only for the call; the scheduler is not busy.
     let waited = with(|s| s.epoll.wait(&mut events, timeout));
     if waited.is_err() {
+        with(|s| s.events = events);
         return; // EINTR: a signal; the loop looks again
     }
     with(|s| {
@@ -292,22 +310,41 @@ fn poll_reactor(timeout: Option<Duration>) {
             else {
                 continue; // a socket closed since: never the wrong coroutine
             };
-            let mut wake = Vec::new();
-            if trouble || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0 {
-                wake.extend(source.reader.take());
-            }
-            if trouble || bits & libc::EPOLLOUT != 0 {
-                wake.extend(source.writer.take());
-            }
-            for id in wake {
+            let readable = trouble || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0;
+            let writable = trouble || bits & libc::EPOLLOUT != 0;
+            let reader = if readable { source.reader.take() } else { None };
+            let writer = if writable { source.writer.take() } else { None };
+            for id in [reader, writer].into_iter().flatten() {
                 s.io_waiters -= 1;
                 s.unpark(id);
             }
         }
+        s.events = events;
     });
 }
 
 impl Scheduler {
+    /// Makes the coroutines whose deadline has passed runnable.
+    #[inline]
+    fn fire_timers(&mut self) {
+        // No timer, no need to read the clock (twice a round); checked
+        // here, inlined, so that a round without timers pays no call.
+        if !self.timers.is_empty() {
+            self.fire_due_timers();
+        }
+    }
+
+    fn fire_due_timers(&mut self) {
+        let now = Instant::now();
+        while let Some((at, _, id)) = self.timers.first().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.unpark(id);
+        }
+    }
+
     fn coro(&mut self, id: CoroId) -> Option<&mut Coro> {
         let slot = self.slots.get_mut(id.index)?;
         if slot.generation != id.generation {
@@ -326,23 +363,25 @@ impl Scheduler {
     }
 }
 
-type Target = (*mut Context, *const Context, (usize, usize));
-
 impl Scheduler {
-    /// Makes `id` the running coroutine; gives the contexts to switch
-    /// between and its stack's guard page, or `None` if it is not runnable
-    /// (stale id).
-    fn prepare(&mut self, id: CoroId) -> Option<Target> {
-        let home: *mut Context = &mut *self.home;
-        let coro = self.coro(id)?;
-        if coro.state != State::Runnable {
-            return None;
+    /// Makes the next runnable coroutine of this round the running one and
+    /// gives its context; `None` when the round is over. Stale entries (a
+    /// coroutine no longer runnable, a slot reused) are skipped.
+    fn next_in_round(&mut self) -> Option<*const Context> {
+        while self.round > 0 {
+            self.round -= 1;
+            let Some(id) = self.run_queue.pop_front() else {
+                break;
+            };
+            if let Some(coro) = self.coro(id).filter(|c| c.state == State::Runnable) {
+                coro.state = State::Running;
+                let target: *const Context = &coro.context;
+                self.current = Some(id);
+                return Some(target);
+            }
         }
-        coro.state = State::Running;
-        let guard = coro.stack.as_ref().map_or((0, 0), Stack::guard_range);
-        let target: *const Context = &coro.context;
-        self.current = Some(id);
-        Some((home, target, guard))
+        self.round = 0;
+        None
     }
 
     /// Frees a coroutine that has finished: its stack back to the pool, its
@@ -370,18 +409,45 @@ fn suspend(state: State) {
 }
 
 /// [`suspend`], running `before` on the scheduler first, in the same borrow.
+///
+/// The switch goes straight to the next coroutine of the round if there is
+/// one, else back to the scheduler loop; a finished coroutine always goes
+/// back to the loop, which frees its stack once nothing runs on it.
 fn suspend_after(state: State, before: impl FnOnce(&mut Scheduler, CoroId)) {
-    let (home, own) = with(|s| {
+    let (own, guard, to) = with(|s| {
         let id = s.current.expect("suspend outside a coroutine");
         before(s, id);
-        let home: *const Context = &*s.home;
         let coro = s.coro(id).expect("the running coroutine exists");
         coro.state = state;
-        (home, &mut coro.context as *mut Context)
+        let own: *mut Context = &mut coro.context;
+        let guard = coro.guard;
+        let next = match state {
+            State::Done => None,
+            _ => s.next_in_round(),
+        };
+        // With no next, `current` still names us: the loop retires us if
+        // we are done.
+        let to = next.unwrap_or(&*s.home as *const Context);
+        (own, guard, to)
     });
-    // SAFETY: as in `resume`: both contexts live in boxes the scheduler
-    // keeps; the home context was saved by the `resume` that started us.
-    unsafe { (*own).switch(&*home, 0) };
+    // SAFETY: both contexts live in boxes the scheduler keeps (ours is freed
+    // only after we are done and off our stack); `to` was saved by its last
+    // switch, or made fresh, and not resumed since: `next_in_round` hands
+    // out a runnable coroutine once, and it is never us (we were running,
+    // so our queue entry, if any, was pushed behind this round's).
+    unsafe { (*own).switch(&*to, 0) };
+    // Resumed: we set our guard page ourselves, before going any deeper
+    // into our stack. (Had the switching side set it, the switch's own
+    // pushes on *its* stack would run under our guard page's name.)
+    stack::set_current_guard(guard);
+}
+
+/// The guard page of the running coroutine's stack.
+fn current_guard() -> (usize, usize) {
+    with(|s| {
+        let id = s.current.expect("not inside a coroutine");
+        s.coro(id).expect("the running coroutine exists").guard
+    })
 }
 
 /// The id of the running coroutine.
@@ -486,6 +552,7 @@ pub fn try_spawn<T: 'static>(f: impl FnOnce() -> T + 'static) -> io::Result<Join
         }
     });
     let data = Box::into_raw(Box::new(body)) as usize;
+    let guard = stack.guard_range();
     with(|s| {
         // SAFETY: the stack is ours until the coroutine is done; `data` is
         // a leaked box that `entry` takes back exactly once.
@@ -504,6 +571,7 @@ pub fn try_spawn<T: 'static>(f: impl FnOnce() -> T + 'static) -> io::Result<Join
         s.slots[index].coro = Some(Box::new(Coro {
             context,
             stack: Some(stack),
+            guard,
             state: State::Runnable,
         }));
         s.run_queue.push_back(id);
@@ -515,6 +583,9 @@ pub fn try_spawn<T: 'static>(f: impl FnOnce() -> T + 'static) -> io::Result<Join
 unsafe extern "C" fn entry(_message: usize, data: usize) -> ! {
     // SAFETY: `data` is the box leaked by `spawn` for this coroutine.
     let body = unsafe { Box::from_raw(data as *mut Box<dyn FnOnce()>) };
+    // A fresh coroutine names its guard page first, as `suspend_after`
+    // does on every later resume; this frame is at the top of its stack.
+    stack::set_current_guard(current_guard());
     body();
     suspend(State::Done);
     unreachable!("a finished coroutine was resumed");

@@ -107,7 +107,9 @@ thread_local! {
     static GUARD: [Cell<usize>; 2] = const { [Cell::new(0), Cell::new(0)] };
 }
 
-/// Records which guard page the thread is about to run above.
+/// Records which guard page the thread runs above: a coroutine calls it as
+/// soon as it is resumed, the scheduler loop with (0, 0) when back on the
+/// thread's own stack.
 pub fn set_current_guard(range: (usize, usize)) {
     GUARD.with(|g| {
         g[0].set(range.0);
