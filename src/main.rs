@@ -206,6 +206,9 @@ fn serve(model: &Model, args: &ArgMatches) -> Result<(), String> {
     sys::counters::totals();
     let started = Instant::now();
 
+    if let Some(preflight) = model.preflight {
+        preflight(&config).map_err(|e| format!("model {}: {e}", model.name))?;
+    }
     let reuse_port = model.listener_per_worker && config.workers > 1;
     let listener = listener::bind(&config.addr, reuse_port)
         .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;

@@ -217,6 +217,9 @@ pub struct Model {
     pub counts_syscalls: bool,
     /// The model itself.
     pub serve: ServeFn,
+    /// What the model checks before `lab` binds and announces the address
+    /// (that the kernel has what it needs), if anything.
+    pub preflight: Option<fn(&Config) -> io::Result<()>>,
 }
 
 impl Model {
@@ -250,6 +253,7 @@ static MODELS: &[Model] = &[
         listener_per_worker: false,
         counts_syscalls: true,
         serve: blocking::serve,
+        preflight: None,
     },
     Model {
         name: "fork",
@@ -266,6 +270,7 @@ static MODELS: &[Model] = &[
         listener_per_worker: false,
         counts_syscalls: true,
         serve: fork::serve,
+        preflight: None,
     },
     Model {
         name: "prefork",
@@ -284,6 +289,7 @@ static MODELS: &[Model] = &[
         listener_per_worker: false,
         counts_syscalls: true,
         serve: prefork::serve,
+        preflight: None,
     },
     Model {
         name: "threads",
@@ -300,6 +306,7 @@ static MODELS: &[Model] = &[
         listener_per_worker: false,
         counts_syscalls: true,
         serve: threads::serve,
+        preflight: None,
     },
     Model {
         name: "threadpool",
@@ -317,6 +324,7 @@ static MODELS: &[Model] = &[
         listener_per_worker: false,
         counts_syscalls: true,
         serve: threadpool::serve,
+        preflight: None,
     },
     Model {
         name: "nonblocking",
@@ -333,6 +341,7 @@ static MODELS: &[Model] = &[
         listener_per_worker: false,
         counts_syscalls: true,
         serve: nonblocking::serve,
+        preflight: None,
     },
     Model {
         name: "select",
@@ -349,6 +358,7 @@ static MODELS: &[Model] = &[
         listener_per_worker: false,
         counts_syscalls: true,
         serve: select::serve,
+        preflight: None,
     },
     Model {
         name: "poll",
@@ -364,6 +374,7 @@ static MODELS: &[Model] = &[
         listener_per_worker: false,
         counts_syscalls: true,
         serve: poll::serve,
+        preflight: None,
     },
     Model {
         name: "epoll",
@@ -381,6 +392,7 @@ static MODELS: &[Model] = &[
         listener_per_worker: true,
         counts_syscalls: true,
         serve: epoll::serve,
+        preflight: None,
     },
     Model {
         name: "sigio",
@@ -398,6 +410,7 @@ static MODELS: &[Model] = &[
         listener_per_worker: false,
         counts_syscalls: true,
         serve: sigio::serve,
+        preflight: None,
     },
     Model {
         name: "uring",
@@ -420,6 +433,7 @@ static MODELS: &[Model] = &[
         listener_per_worker: true,
         counts_syscalls: true,
         serve: uring::serve,
+        preflight: Some(uring::preflight),
     },
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     Model {
@@ -439,6 +453,7 @@ static MODELS: &[Model] = &[
         listener_per_worker: true,
         counts_syscalls: true,
         serve: coro::serve,
+        preflight: None,
     },
     Model {
         name: "mio",
@@ -454,6 +469,7 @@ static MODELS: &[Model] = &[
         listener_per_worker: false,
         counts_syscalls: true,
         serve: with_mio::serve,
+        preflight: None,
     },
     Model {
         name: "polling",
@@ -469,6 +485,7 @@ static MODELS: &[Model] = &[
         listener_per_worker: false,
         counts_syscalls: true,
         serve: with_polling::serve,
+        preflight: None,
     },
     Model {
         name: "tokio",
@@ -485,6 +502,7 @@ static MODELS: &[Model] = &[
         listener_per_worker: false,
         counts_syscalls: false,
         serve: with_tokio::serve,
+        preflight: None,
     },
 ];
 

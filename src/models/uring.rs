@@ -133,15 +133,27 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
     super::per_worker(listener, config, "uring", run)
 }
 
-/// One ring's life.
-fn run(listener: TcpListener, config: &Config) -> io::Result<()> {
+/// Checks, before `lab` says it is listening, that a ring can be made here
+/// with the operations the model needs: a kernel without io_uring (or with
+/// it disabled) fails at start, not after the first client connected.
+pub fn preflight(config: &Config) -> io::Result<()> {
+    check_opcodes(&open_ring(config)?)
+}
+
+/// A ring as `--sqpoll` asks, or a clear error saying why there is none.
+fn open_ring(config: &Config) -> io::Result<IoUring> {
     let sqpoll = config.tuning.sqpoll.then_some(Duration::from_millis(100));
-    let ring = ring::new_ring(ENTRIES, sqpoll).map_err(|e| {
+    ring::new_ring(ENTRIES, sqpoll).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("io_uring is not available here ({e}): too old a kernel, kernel.io_uring_disabled, or a seccomp filter"),
         )
-    })?;
+    })
+}
+
+/// One ring's life.
+fn run(listener: TcpListener, config: &Config) -> io::Result<()> {
+    let ring = open_ring(config)?;
     check_opcodes(&ring)?;
     let buffers = if config.tuning.no_multishot || !kernel_at_least(6, 0) {
         None
