@@ -41,17 +41,23 @@ impl ServerProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        if pin {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: between fork and exec the closure only makes one
-            // async-signal-safe system call (sched_setaffinity) on a set
-            // built on its own stack.
-            unsafe {
-                command.pre_exec(|| {
+        // The server must not outlive us: a `lab demo` or `lab bench`
+        // killed with SIGKILL (by a test's deadline, say) would otherwise
+        // leave it serving for ever. (The parent that counts is the thread
+        // that spawns, and both spawn from their main thread.)
+        let parent = std::process::id() as libc::pid_t;
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the closure makes only
+        // async-signal-safe system calls (prctl, getppid, raise,
+        // sched_setaffinity) on values on its own stack; it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                crate::sys::die_with_parent(parent);
+                if pin {
                     pin_self(0);
-                    Ok(())
-                });
-            }
+                }
+                Ok(())
+            });
         }
         let mut child = command.spawn()?;
         let stdout = child.stdout.take().expect("stdout is piped");

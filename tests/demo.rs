@@ -235,3 +235,38 @@ fn work_on_one_event_loop_stalls_everyone_and_a_pool_does_not() {
     let pool = facts(&runs, "threadpool");
     assert!(number(pool, "probe_ms") < 250.0, "{pool}");
 }
+
+#[test]
+fn a_killed_demo_leaves_no_server_behind() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut demo = std::process::Command::new(util::lab_bin())
+        .args(["demo", "busy-poll", "--model", "epoll"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("lab demo starts");
+    let demo_pid = demo.id() as i32;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let server = loop {
+        if let Some(&pid) = util::descendants(demo_pid).first() {
+            break util::Proc::live(pid).expect("the server is alive");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo started no server"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // As a test's deadline or `kill -9` would: no chance to clean up.
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.is_alive() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server {} outlived its demo",
+            server.pid
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
