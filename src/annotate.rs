@@ -36,101 +36,168 @@ macro_rules! source {
     };
 }
 
-/// The files a model's page shows, its own first. A model built on a
-/// shared piece of its own kind (the process table of `fork`/`prefork`, the
-/// coroutine runtime of `coro`) shows it too; the pieces every model of a
-/// family shares have pages of their own ([`SHARED`]).
-fn model_sources(name: &str) -> Vec<Source> {
+/// The files a model's page shows, its own first, and the shared pieces
+/// it stands on (linked, each on a page of its own). A piece only one
+/// model uses (the coroutine runtime, the io_uring wrappers) is shown on
+/// that model's page.
+fn model_sources(name: &str) -> (Vec<Source>, &'static [&'static str]) {
+    const BLOCKING: &[&str] = &["handler", "listener", "shutdown", "protocol"];
+    const PROCESSES: &[&str] = &["handler", "process", "listener", "shutdown", "protocol"];
+    const READINESS: &[&str] = &[
+        "driver",
+        "conn",
+        "readiness",
+        "listener",
+        "shutdown",
+        "protocol",
+    ];
+    const LOOP: &[&str] = &["driver", "conn", "listener", "shutdown", "protocol"];
     match name {
-        "blocking" => vec![source!("models/blocking.rs")],
-        "fork" => vec![source!("models/fork.rs"), source!("models/process.rs")],
-        "prefork" => vec![source!("models/prefork.rs"), source!("models/process.rs")],
-        "threads" => vec![source!("models/threads.rs")],
-        "threadpool" => vec![source!("models/threadpool.rs")],
-        "nonblocking" => vec![source!("models/nonblocking.rs")],
-        "select" => vec![source!("models/select.rs")],
-        "poll" => vec![source!("models/poll.rs")],
-        "epoll" => vec![source!("models/epoll.rs")],
-        "sigio" => vec![source!("models/sigio.rs")],
-        "uring" => vec![source!("models/uring.rs"), source!("sys/uring.rs")],
-        "coro" => vec![
-            source!("models/coro.rs"),
-            source!("coro/mod.rs"),
-            source!("coro/context.rs"),
-            source!("coro/stack.rs"),
-            source!("coro/scheduler.rs"),
-            source!("coro/net.rs"),
-        ],
-        "mio" => vec![source!("models/with_mio.rs")],
-        "polling" => vec![source!("models/with_polling.rs")],
-        "tokio" => vec![source!("models/with_tokio.rs")],
-        _ => Vec::new(),
+        "blocking" => (vec![source!("models/blocking.rs")], BLOCKING),
+        "fork" => (vec![source!("models/fork.rs")], PROCESSES),
+        "prefork" => (vec![source!("models/prefork.rs")], PROCESSES),
+        "threads" => (vec![source!("models/threads.rs")], BLOCKING),
+        "threadpool" => (vec![source!("models/threadpool.rs")], BLOCKING),
+        "nonblocking" => (vec![source!("models/nonblocking.rs")], LOOP),
+        "select" => (vec![source!("models/select.rs")], READINESS),
+        "poll" => (vec![source!("models/poll.rs")], READINESS),
+        "epoll" => (vec![source!("models/epoll.rs")], READINESS),
+        "sigio" => (vec![source!("models/sigio.rs")], READINESS),
+        "uring" => (
+            vec![source!("models/uring.rs"), source!("sys/uring.rs")],
+            &["conn", "listener", "shutdown", "protocol"],
+        ),
+        "coro" => (
+            vec![
+                source!("models/coro.rs"),
+                source!("coro/mod.rs"),
+                source!("coro/context.rs"),
+                source!("coro/stack.rs"),
+                source!("coro/scheduler.rs"),
+                source!("coro/net.rs"),
+            ],
+            BLOCKING,
+        ),
+        "mio" => (vec![source!("models/with_mio.rs")], LOOP),
+        "polling" => (vec![source!("models/with_polling.rs")], LOOP),
+        "tokio" => (
+            vec![source!("models/with_tokio.rs")],
+            &["handler", "listener", "shutdown", "protocol"],
+        ),
+        _ => (Vec::new(), &[]),
     }
 }
 
-/// The shared pieces, each with a page: what every model stands on.
-const SHARED: &[(&str, &str)] = &[
-    ("handler", "the blocking family's one connection handler"),
-    ("driver", "the readiness family's one event loop body"),
-    ("conn", "a connection as a state machine"),
-    ("protocol", "the codec: bytes in, answers out"),
-    (
-        "listener",
-        "binding, accepting, the spare descriptor for EMFILE",
-    ),
-    ("shutdown", "signals, draining, the connection registry"),
-    ("readiness", "select, poll, epoll and signal wrappers"),
-];
-
-fn shared_source(name: &str) -> Option<Source> {
-    Some(match name {
-        "handler" => source!("handler.rs"),
-        "driver" => source!("driver.rs"),
-        "conn" => source!("conn.rs"),
-        "protocol" => source!("protocol.rs"),
-        "listener" => source!("listener.rs"),
-        "shutdown" => source!("shutdown.rs"),
-        "readiness" => source!("sys/readiness.rs"),
-        _ => return None,
-    })
+/// A shared piece: its page name, what it is, its source.
+struct Shared {
+    name: &'static str,
+    what: &'static str,
+    source: Source,
 }
 
-/// The page for a model: its title, the chapter it belongs with, its files.
+/// The shared pieces, each with a page: what the models stand on.
+const SHARED: &[Shared] = &[
+    Shared {
+        name: "handler",
+        what: "the blocking family's one connection handler",
+        source: source!("handler.rs"),
+    },
+    Shared {
+        name: "process",
+        what: "the process table of fork and prefork: spawning, reaping",
+        source: source!("models/process.rs"),
+    },
+    Shared {
+        name: "driver",
+        what: "the readiness family's one event loop body",
+        source: source!("driver.rs"),
+    },
+    Shared {
+        name: "conn",
+        what: "a connection as a state machine",
+        source: source!("conn.rs"),
+    },
+    Shared {
+        name: "protocol",
+        what: "the codec: bytes in, answers out",
+        source: source!("protocol.rs"),
+    },
+    Shared {
+        name: "listener",
+        what: "binding, accepting, the spare descriptor for EMFILE",
+        source: source!("listener.rs"),
+    },
+    Shared {
+        name: "shutdown",
+        what: "signals, draining, the connection registry",
+        source: source!("shutdown.rs"),
+    },
+    Shared {
+        name: "readiness",
+        what: "select, poll, epoll and signal wrappers",
+        source: source!("sys/readiness.rs"),
+    },
+];
+
+/// The style every page uses: written once as [`STYLE_FILE`] beside the
+/// pages, or inlined into a page printed on its own.
+const STYLE_FILE: &str = "annotated.css";
+
+/// The page for a model, self-contained (its style inlined): what
+/// `lab annotate MODEL` prints.
 pub fn page(model: &Model) -> io::Result<String> {
-    let sources = model_sources(model.name);
+    model_page(model, &format!("<style>{STYLE}</style>"))
+}
+
+fn model_page(model: &Model, style: &str) -> io::Result<String> {
+    let (sources, uses) = model_sources(model.name);
     if sources.is_empty() {
         return Err(io::Error::other(format!(
             "no source listed for model {}",
             model.name
         )));
     }
-    Ok(render(
-        model.name,
-        model.summary,
-        Some(&format!("../models/{}.html", model.name)),
-        &sources,
-    ))
+    let header = Header {
+        title: model.name,
+        what: model.summary,
+        chapter: Some(format!("../models/{}.html", model.name)),
+        uses,
+    };
+    Ok(render(&header, &sources, style))
 }
 
-/// Writes a page per model and per shared piece, and an index, into `dir`.
-/// Returns how many pages it wrote.
+/// Writes a page per model and per shared piece, an index and the style
+/// sheet they share into `dir`. Returns how many pages it wrote.
 pub fn write_pages(chosen: &[&Model], dir: &Path) -> io::Result<usize> {
     std::fs::create_dir_all(dir)?;
-    let mut written = 0;
+    let style = format!("<link rel=\"stylesheet\" href=\"{STYLE_FILE}\">");
+    std::fs::write(dir.join(STYLE_FILE), STYLE.trim_start())?;
     for model in chosen {
-        std::fs::write(dir.join(format!("{}.html", model.name)), page(model)?)?;
-        written += 1;
+        let page = model_page(model, &style)?;
+        std::fs::write(dir.join(format!("{}.html", model.name)), page)?;
     }
-    for (name, what) in SHARED {
-        let source = shared_source(name).expect("every shared piece has a source");
-        std::fs::write(
-            dir.join(format!("{name}.html")),
-            render(name, what, None, &[source]),
-        )?;
-        written += 1;
+    for shared in SHARED {
+        let header = Header {
+            title: shared.name,
+            what: shared.what,
+            chapter: None,
+            uses: &[],
+        };
+        let page = render(&header, std::slice::from_ref(&shared.source), &style);
+        std::fs::write(dir.join(format!("{}.html", shared.name)), page)?;
     }
-    std::fs::write(dir.join("index.html"), index())?;
-    Ok(written + 1)
+    std::fs::write(dir.join("index.html"), index(&style))?;
+    Ok(chosen.len() + SHARED.len() + 1)
+}
+
+/// What a page says above its sources.
+struct Header<'a> {
+    title: &'a str,
+    what: &'a str,
+    /// The book chapter it goes with, if any.
+    chapter: Option<String>,
+    /// The shared pieces it stands on, linked.
+    uses: &'a [&'a str],
 }
 
 /// A section of a file: prose (Markdown) and the code after it. The
@@ -252,16 +319,22 @@ fn escape(code: &str) -> String {
     out
 }
 
-fn render(name: &str, what: &str, chapter: Option<&str>, sources: &[Source]) -> String {
+fn render(header: &Header<'_>, sources: &[Source], style: &str) -> String {
     let mut body = String::new();
     let _ = write!(
         body,
         "<header><h1>{}</h1><p>{}</p><nav><a href=\"index.html\">all pages</a>",
-        escape(name),
-        escape(what)
+        escape(header.title),
+        escape(header.what)
     );
-    if let Some(chapter) = chapter {
+    if let Some(chapter) = &header.chapter {
         let _ = write!(body, " · <a href=\"{chapter}\">the chapter</a>");
+    }
+    if !header.uses.is_empty() {
+        body.push_str(" · stands on:");
+        for name in header.uses {
+            let _ = write!(body, " <a href=\"{name}.html\">{name}</a>");
+        }
     }
     body.push_str("</nav></header>\n");
     for source in sources {
@@ -292,10 +365,14 @@ fn render(name: &str, what: &str, chapter: Option<&str>, sources: &[Source]) -> 
         }
         body.push_str("</table>\n");
     }
-    wrap(&format!("{name} — annotated source"), &body)
+    wrap(
+        &format!("{} — annotated source", header.title),
+        &body,
+        style,
+    )
 }
 
-fn index() -> String {
+fn index(style: &str) -> String {
     let mut body = String::from(
         "<header><h1>Annotated source</h1><p>Every model's source with its comments \
          beside its code. Read the left column down; glance right for the proof.</p>\
@@ -310,18 +387,23 @@ fn index() -> String {
         );
     }
     body.push_str("</ul>\n<h2>Shared pieces</h2><ul>");
-    for (name, what) in SHARED {
-        let _ = write!(body, "<li><a href=\"{name}.html\">{name}</a> — {what}</li>");
+    for shared in SHARED {
+        let _ = write!(
+            body,
+            "<li><a href=\"{0}.html\">{0}</a> — {1}</li>",
+            shared.name, shared.what
+        );
     }
     body.push_str("</ul>\n");
-    wrap("iolab — annotated source", &body)
+    wrap("iolab — annotated source", &body, style)
 }
 
-fn wrap(title: &str, body: &str) -> String {
+/// A whole HTML document; `style` is a `<style>` or a `<link>` element.
+fn wrap(title: &str, body: &str, style: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n",
+         <title>{}</title>\n{style}\n</head>\n<body>\n{body}</body>\n</html>\n",
         escape(title)
     )
 }
