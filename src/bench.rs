@@ -378,15 +378,9 @@ fn measure_running(
     let peak = AtomicU64::new(baseline);
     let running = AtomicBool::new(true);
     let load_args = LoadArgs {
-        addr: server.addr.clone(),
-        conns: run.conns,
-        depth: run.depth,
-        size: 64,
-        duration: args.duration,
         warmup: args.warmup,
-        rate: None,
         idle: run.idle,
-        threads: 1,
+        ..LoadArgs::closed_loop(&server.addr, run.conns, run.depth, args.duration)
     };
     let report = std::thread::scope(|scope| {
         // Sample the server's memory while the connections are open.

@@ -62,6 +62,25 @@ pub struct LoadArgs {
     pub threads: usize,
 }
 
+impl LoadArgs {
+    /// The plain closed loop the bench and the demos run: `conns`
+    /// connections each keeping `depth` 64-byte requests in flight for
+    /// `duration`, no warm-up, no idle connections, one generator thread.
+    pub fn closed_loop(addr: &str, conns: usize, depth: usize, duration: Duration) -> LoadArgs {
+        LoadArgs {
+            addr: addr.to_string(),
+            conns,
+            depth,
+            size: 64,
+            duration,
+            warmup: Duration::ZERO,
+            rate: None,
+            idle: 0,
+            threads: 1,
+        }
+    }
+}
+
 /// What happened.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LoadReport {

@@ -24,7 +24,8 @@ pub const DEMO: Demo = Demo {
             epoll still pays a recv and a send per ready socket",
     default_models: &["epoll", "uring"],
     run,
-    conclude,
+    rank_by: None,
+    finding,
 };
 
 /// (connections, requests in flight on each).
@@ -34,17 +35,12 @@ fn run(stage: &mut Stage, model: &Model) -> io::Result<Facts> {
     let mut steps = Vec::new();
     for (conns, depth) in STEPS {
         let addr = stage.start(&[])?;
-        let report = load::run(&LoadArgs {
-            addr,
+        let report = load::run(&LoadArgs::closed_loop(
+            &addr,
             conns,
             depth,
-            size: 64,
-            duration: Duration::from_secs(1),
-            warmup: Duration::ZERO,
-            rate: None,
-            idle: 0,
-            threads: 1,
-        })?;
+            Duration::from_secs(1),
+        ))?;
         let summary = stage.stop()?;
         let per_request = if model.counts_syscalls {
             summary.syscalls_per_request()
@@ -89,18 +85,14 @@ fn at_step(run: &Run, i: usize) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn conclude(runs: &[Run]) -> Vec<String> {
-    runs.iter()
-        .filter(|run| run.failed.is_none())
-        .map(|run| {
-            let per_step: Vec<String> = (0..STEPS.len())
-                .map(|i| format!("{:.3}", at_step(run, i)))
-                .collect();
-            format!(
-                "{}: syscalls per request {} as the load grows",
-                run.model,
-                per_step.join(" -> ")
-            )
-        })
-        .collect()
+/// One line of the findings, for one measured run.
+fn finding(run: &Run) -> String {
+    let per_step: Vec<String> = (0..STEPS.len())
+        .map(|i| format!("{:.3}", at_step(run, i)))
+        .collect();
+    format!(
+        "{}: syscalls per request {} as the load grows",
+        run.model,
+        per_step.join(" -> ")
+    )
 }

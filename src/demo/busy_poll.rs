@@ -18,7 +18,8 @@ pub const DEMO: Demo = Demo {
     claim: "a server that polls without waiting burns a core while idle; epoll sleeps",
     default_models: &["nonblocking", "epoll"],
     run,
-    conclude,
+    rank_by: None,
+    finding,
 };
 
 const IDLE: Duration = Duration::from_secs(2);
@@ -62,17 +63,13 @@ fn run(stage: &mut Stage, _model: &Model) -> io::Result<Facts> {
     Ok(facts)
 }
 
-fn conclude(runs: &[Run]) -> Vec<String> {
-    runs.iter()
-        .filter(|run| run.failed.is_none())
-        .map(|run| {
-            format!(
-                "{}: {:.0} % of a core and {} syscalls for one request and {} s of silence",
-                run.model,
-                run.number("cpu_percent"),
-                run.number("syscalls"),
-                IDLE.as_secs()
-            )
-        })
-        .collect()
+/// One line of the findings, for one measured run.
+fn finding(run: &Run) -> String {
+    format!(
+        "{}: {:.0} % of a core and {} syscalls for one request and {} s of silence",
+        run.model,
+        run.number("cpu_percent"),
+        run.number("syscalls"),
+        IDLE.as_secs()
+    )
 }

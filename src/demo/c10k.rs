@@ -27,7 +27,8 @@ pub const DEMO: Demo = Demo {
         "threads", "epoll", "uring", "coro", "mio", "polling", "tokio",
     ],
     run,
-    conclude,
+    rank_by: Some("kib_per_conn"),
+    finding,
 };
 
 const STEPS: [usize; 4] = [0, 1000, 2000, 4000];
@@ -85,20 +86,11 @@ fn run(stage: &mut Stage, model: &Model) -> io::Result<Facts> {
     Ok(facts)
 }
 
-fn conclude(runs: &[Run]) -> Vec<String> {
-    let mut measured: Vec<&Run> = runs.iter().filter(|r| r.failed.is_none()).collect();
-    measured.sort_by(|a, b| {
-        a.number("kib_per_conn")
-            .total_cmp(&b.number("kib_per_conn"))
-    });
-    measured
-        .iter()
-        .map(|run| {
-            format!(
-                "{}: {:.2} KiB per idle connection",
-                run.model,
-                run.number("kib_per_conn")
-            )
-        })
-        .collect()
+/// One line of the findings, for one measured run.
+fn finding(run: &Run) -> String {
+    format!(
+        "{}: {:.2} KiB per idle connection",
+        run.model,
+        run.number("kib_per_conn")
+    )
 }

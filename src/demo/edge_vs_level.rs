@@ -27,7 +27,8 @@ pub const DEMO: Demo = Demo {
             edge-triggered registers once and reads until EAGAIN",
     default_models: &["epoll", "epoll --edge"],
     run,
-    conclude,
+    rank_by: None,
+    finding,
 };
 
 /// Each phase-2 client writes this much before reading: more than the
@@ -41,17 +42,7 @@ fn run(stage: &mut Stage, _model: &Model) -> io::Result<Facts> {
     stage.say(format_args!(
         "phase 1: 50 connections pipelining 8 requests each, for 1 s"
     ));
-    let report = load::run(&LoadArgs {
-        addr: addr.clone(),
-        conns: 50,
-        depth: 8,
-        size: 64,
-        duration: Duration::from_secs(1),
-        warmup: Duration::ZERO,
-        rate: None,
-        idle: 0,
-        threads: 1,
-    })?;
+    let report = load::run(&LoadArgs::closed_loop(&addr, 50, 8, Duration::from_secs(1)))?;
     stage.say(format_args!(
         "phase 1 done: {} requests, {} errors",
         report.requests, report.errors
@@ -112,19 +103,15 @@ fn run(stage: &mut Stage, _model: &Model) -> io::Result<Facts> {
     Ok(facts)
 }
 
-fn conclude(runs: &[Run]) -> Vec<String> {
-    runs.iter()
-        .filter(|run| run.failed.is_none())
-        .map(|run| {
-            format!(
-                "{}: {} registration changes (epoll_ctl after ADD), {} epoll_wait, {} recv \
-                 for {} requests",
-                run.model,
-                run.number("epoll_ctl_changes"),
-                run.number("epoll_wait"),
-                run.number("recv"),
-                run.number("requests")
-            )
-        })
-        .collect()
+/// One line of the findings, for one measured run.
+fn finding(run: &Run) -> String {
+    format!(
+        "{}: {} registration changes (epoll_ctl after ADD), {} epoll_wait, {} recv \
+         for {} requests",
+        run.model,
+        run.number("epoll_ctl_changes"),
+        run.number("epoll_wait"),
+        run.number("recv"),
+        run.number("requests")
+    )
 }

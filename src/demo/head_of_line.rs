@@ -23,7 +23,8 @@ pub const DEMO: Demo = Demo {
             a thread pool keeps serving",
     default_models: &["epoll", "threadpool"],
     run,
-    conclude,
+    rank_by: None,
+    finding,
 };
 
 const WORK_US: u64 = 1000;
@@ -66,16 +67,12 @@ fn run(stage: &mut Stage, _model: &Model) -> io::Result<Facts> {
     Ok(facts)
 }
 
-fn conclude(runs: &[Run]) -> Vec<String> {
-    runs.iter()
-        .filter(|run| run.failed.is_none())
-        .map(|run| {
-            format!(
-                "{}: the probe waited {:.1} ms behind {:.0} ms of someone else's work",
-                run.model,
-                run.number("probe_ms"),
-                run.number("hog_ms")
-            )
-        })
-        .collect()
+/// One line of the findings, for one measured run.
+fn finding(run: &Run) -> String {
+    format!(
+        "{}: the probe waited {:.1} ms behind {:.0} ms of someone else's work",
+        run.model,
+        run.number("probe_ms"),
+        run.number("hog_ms")
+    )
 }

@@ -59,8 +59,12 @@ pub struct Demo {
     pub default_models: &'static [&'static str],
     /// Runs the experiment under one model (already started on the stage).
     pub run: fn(&mut Stage, &Model) -> io::Result<Facts>,
-    /// Says what the runs, side by side, showed.
-    pub conclude: fn(&[Run]) -> Vec<String>,
+    /// The fact to order the findings by (smallest first), if the order
+    /// is the point; otherwise they come in the order the models ran.
+    pub rank_by: Option<&'static str>,
+    /// Says in one line what a run showed; the findings are these lines,
+    /// one per run that did not fail.
+    pub finding: fn(&Run) -> String,
 }
 
 /// Every demo, in the order of the models they show.
@@ -182,7 +186,11 @@ pub fn run(demo: &Demo, models: &[String], quiet_stdout: bool) -> Result<Report,
             }
         });
     }
-    let findings = (demo.conclude)(&runs);
+    let mut measured: Vec<&Run> = runs.iter().filter(|run| run.failed.is_none()).collect();
+    if let Some(key) = demo.rank_by {
+        measured.sort_by(|a, b| a.number(key).total_cmp(&b.number(key)));
+    }
+    let findings: Vec<String> = measured.into_iter().map(demo.finding).collect();
     for finding in &findings {
         stage.say(format_args!("=> {finding}"));
     }

@@ -18,7 +18,8 @@ pub const DEMO: Demo = Demo {
     claim: "a pool of two workers serves two clients; the third waits until one leaves",
     default_models: &["threadpool --workers 2", "prefork --workers 2"],
     run,
-    conclude,
+    rank_by: None,
+    finding,
 };
 
 /// How long C waits before A is asked to leave.
@@ -78,20 +79,16 @@ fn run(stage: &mut Stage, model: &Model) -> io::Result<Facts> {
     Ok(facts)
 }
 
-fn conclude(runs: &[Run]) -> Vec<String> {
-    runs.iter()
-        .filter(|run| run.failed.is_none())
-        .map(|run| {
-            let how = if run.flag("c_answered_while_a_b_connected") {
-                "answered while A and B held their connections"
-            } else {
-                "answered only when A left and freed a worker"
-            };
-            format!(
-                "{}: C waited {:.1} ms, {how}",
-                run.model,
-                run.number("c_wait_ms")
-            )
-        })
-        .collect()
+/// One line of the findings, for one measured run.
+fn finding(run: &Run) -> String {
+    let how = if run.flag("c_answered_while_a_b_connected") {
+        "answered while A and B held their connections"
+    } else {
+        "answered only when A left and freed a worker"
+    };
+    format!(
+        "{}: C waited {:.1} ms, {how}",
+        run.model,
+        run.number("c_wait_ms")
+    )
 }

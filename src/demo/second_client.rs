@@ -19,7 +19,8 @@ pub const DEMO: Demo = Demo {
             a process or thread per connection does not",
     default_models: &["blocking", "fork", "threads"],
     run,
-    conclude,
+    rank_by: None,
+    finding,
 };
 
 /// How long A stays after B asks: long enough that "B waited" cannot be
@@ -85,20 +86,16 @@ fn run(stage: &mut Stage, _model: &Model) -> io::Result<Facts> {
     Ok(facts)
 }
 
-fn conclude(runs: &[Run]) -> Vec<String> {
-    runs.iter()
-        .filter(|run| run.failed.is_none())
-        .map(|run| {
-            let how = if run.flag("b_answered_while_a_connected") {
-                "answered while A was still connected"
-            } else {
-                "answered only after A left"
-            };
-            format!(
-                "{}: B waited {:.1} ms, {how}",
-                run.model,
-                run.number("b_wait_ms")
-            )
-        })
-        .collect()
+/// One line of the findings, for one measured run.
+fn finding(run: &Run) -> String {
+    let how = if run.flag("b_answered_while_a_connected") {
+        "answered while A was still connected"
+    } else {
+        "answered only after A left"
+    };
+    format!(
+        "{}: B waited {:.1} ms, {how}",
+        run.model,
+        run.number("b_wait_ms")
+    )
 }

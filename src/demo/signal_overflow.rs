@@ -25,7 +25,8 @@ pub const DEMO: Demo = Demo {
             fall back to polling every connection; no answer is lost",
     default_models: &["sigio"],
     run,
-    conclude,
+    rank_by: None,
+    finding,
 };
 
 const SMALL_QUEUE: u64 = 4;
@@ -48,17 +49,12 @@ fn run(stage: &mut Stage, _model: &Model) -> io::Result<Facts> {
                 "the server keeps the machine's RLIMIT_SIGPENDING"
             ));
         }
-        let report = load::run(&LoadArgs {
-            addr,
-            conns: 50,
-            depth: 8,
-            size: 64,
-            duration: Duration::from_millis(1500),
-            warmup: Duration::ZERO,
-            rate: None,
-            idle: 0,
-            threads: 1,
-        })?;
+        let report = load::run(&LoadArgs::closed_loop(
+            &addr,
+            50,
+            8,
+            Duration::from_millis(1500),
+        ))?;
         let summary = stage.stop()?;
         stage.say(format_args!(
             "50 connections x 8 in flight for 1.5 s: {} requests, {} wrong or missing \
@@ -74,19 +70,15 @@ fn run(stage: &mut Stage, _model: &Model) -> io::Result<Facts> {
     Ok(facts)
 }
 
-fn conclude(runs: &[Run]) -> Vec<String> {
-    runs.iter()
-        .filter(|run| run.failed.is_none())
-        .map(|run| {
-            format!(
-                "{}: {} overflows with the machine's limit, {} with a queue of \
-                 {SMALL_QUEUE}; {} errors in {} requests",
-                run.model,
-                run.number("normal_overflows"),
-                run.number("lowered_overflows"),
-                run.number("normal_errors") + run.number("lowered_errors"),
-                run.number("normal_requests") + run.number("lowered_requests")
-            )
-        })
-        .collect()
+/// One line of the findings, for one measured run.
+fn finding(run: &Run) -> String {
+    format!(
+        "{}: {} overflows with the machine's limit, {} with a queue of \
+         {SMALL_QUEUE}; {} errors in {} requests",
+        run.model,
+        run.number("normal_overflows"),
+        run.number("lowered_overflows"),
+        run.number("normal_errors") + run.number("lowered_errors"),
+        run.number("normal_requests") + run.number("lowered_requests")
+    )
 }

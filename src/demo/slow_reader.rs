@@ -21,7 +21,8 @@ pub const DEMO: Demo = Demo {
     claim: "a client that never reads stalls itself, not the server: memory stays flat",
     default_models: &["epoll"],
     run,
-    conclude,
+    rank_by: None,
+    finding,
 };
 
 /// The hog stops when its writes have made no progress for this long...
@@ -143,24 +144,20 @@ fn push_until_stalled(
     Ok((hog, sent))
 }
 
-fn conclude(runs: &[Run]) -> Vec<String> {
-    runs.iter()
-        .filter(|run| run.failed.is_none())
-        .map(|run| {
-            format!(
-                "{}: two hogs pushed {} KiB and stalled: {}; the server grew {} KiB, \
-                 the second hog's share {} KiB; another client {}",
-                run.model,
-                run.facts["hog_sent_kib"],
-                run.flag("hog_stalled"),
-                run.number("pss_growth_kib"),
-                run.facts["hog_growth_kib"][1],
-                if run.flag("other_client_served") {
-                    "was served"
-                } else {
-                    "was not served"
-                }
-            )
-        })
-        .collect()
+/// One line of the findings, for one measured run.
+fn finding(run: &Run) -> String {
+    format!(
+        "{}: two hogs pushed {} KiB and stalled: {}; the server grew {} KiB, \
+         the second hog's share {} KiB; another client {}",
+        run.model,
+        run.facts["hog_sent_kib"],
+        run.flag("hog_stalled"),
+        run.number("pss_growth_kib"),
+        run.facts["hog_growth_kib"][1],
+        if run.flag("other_client_served") {
+            "was served"
+        } else {
+            "was not served"
+        }
+    )
 }
