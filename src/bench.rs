@@ -404,8 +404,7 @@ fn measure_running(
         let requests = summary.requests as f64;
         row.cpu_us_per_request = Some((summary.cpu_user_s + summary.cpu_sys_s) * 1e6 / requests);
         if model.counts_syscalls {
-            row.syscalls_per_request =
-                Some(summary.syscalls.values().sum::<u64>() as f64 / requests);
+            row.syscalls_per_request = Some(summary.syscalls_per_request());
         }
     }
     row.load = Some(report);

@@ -107,21 +107,26 @@ impl Conn {
         &self.out[self.sent..]
     }
 
-    /// Hands over all unsent output as an owned buffer, for a model that
-    /// gives the kernel a buffer it must not touch until the operation
-    /// completes (io_uring's `send`). The bytes count as sent from the
-    /// connection's point of view; the caller counts `bytes_out` when the
-    /// kernel confirms them.
-    pub fn take_unsent(&mut self) -> Vec<u8> {
-        let unsent = if self.sent == 0 {
-            std::mem::take(&mut self.out)
+    /// Moves all unsent output into `into`, which must be empty: for a
+    /// model that gives the kernel a buffer it must not touch until the
+    /// operation completes (io_uring's `send`). The two buffers trade
+    /// places when nothing was sent yet, so neither side allocates on each
+    /// request: the connection takes back the empty buffer the last send
+    /// finished with (kept under the same size cap as after a write). The
+    /// bytes count as sent from the connection's point of view; the caller
+    /// counts `bytes_out` when the kernel confirms them.
+    pub fn move_unsent_into(&mut self, into: &mut Vec<u8>) {
+        debug_assert!(into.is_empty(), "the previous send is not finished");
+        if self.sent == 0 {
+            std::mem::swap(&mut self.out, into);
+            if self.out.capacity() > KEEP_OUTPUT_CAPACITY {
+                self.out = Vec::new();
+            }
         } else {
-            let rest = self.out[self.sent..].to_vec();
+            into.extend_from_slice(&self.out[self.sent..]);
             self.out.clear();
-            rest
-        };
+        }
         self.sent = 0;
-        unsent
     }
 
     /// Bytes of output waiting.

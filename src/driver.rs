@@ -30,13 +30,11 @@
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::conn::{Conn, Interest};
-use crate::listener::{Accepted, Acceptor, ConnPermit};
-use crate::protocol::ERR_TOO_MANY_CONNS;
+use crate::listener::{self, Accepted, Acceptor, ConnPermit};
 use crate::shutdown;
 use crate::sys::{self, counters};
 use crate::timers::Timers;
@@ -296,9 +294,8 @@ impl Driver {
             .fd_limit
             .is_some_and(|limit| socket.as_raw_fd() as usize >= limit)
         {
-            let _ = socket2::SockRef::from(&socket)
-                .send_with_flags(ERR_TOO_MANY_CONNS, libc::MSG_DONTWAIT);
-            return; // `socket` and `place` drop: closed, place given back
+            listener::turn_away(socket);
+            return; // `place` drops: the place is given back
         }
         let index = self.free.pop().unwrap_or_else(|| {
             self.slots.push(Slot {
@@ -389,7 +386,7 @@ impl Driver {
             return;
         };
         if pumped.is_err() {
-            counters::totals().gauges.conn_errors.fetch_add(1, Relaxed);
+            counters::conn_error();
             return self.close(token);
         }
         if entry.conn.is_done() {

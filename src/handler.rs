@@ -66,10 +66,7 @@ impl Conn for Stream {
 /// trouble is not the server's.
 pub fn handle<C: Conn>(conn: &mut C, config: &Config) {
     if serve(conn, config).is_err() {
-        counters::totals()
-            .gauges
-            .conn_errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counters::conn_error();
     }
 }
 

@@ -231,11 +231,12 @@ impl Acceptor {
     }
 }
 
-/// Tells a client we cannot take it, and closes it. The write cannot block:
-/// the socket is new and its send buffer empty, and `MSG_DONTWAIT` makes sure.
-fn turn_away(fd: OwnedFd) {
-    let _ = socket2::SockRef::from(&fd).send_with_flags(ERR_TOO_MANY_CONNS, libc::MSG_DONTWAIT);
-    drop(fd);
+/// Tells a client we cannot take it, and closes it (the socket is
+/// consumed). The write cannot block: the socket is new and its send buffer
+/// empty, and `MSG_DONTWAIT` makes sure. Every model that turns a client
+/// away says it this way.
+pub fn turn_away(socket: OwnedFd) {
+    let _ = socket2::SockRef::from(&socket).send_with_flags(ERR_TOO_MANY_CONNS, libc::MSG_DONTWAIT);
 }
 
 fn open_spare() -> Option<OwnedFd> {

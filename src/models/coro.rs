@@ -57,7 +57,6 @@ use crate::config::Config;
 use crate::coro::{self, net::Registration, net::TcpStream, scheduler::Direction};
 use crate::handler;
 use crate::listener::{Accepted, Acceptor};
-use crate::protocol::ERR_TOO_MANY_CONNS;
 use crate::shutdown::{self, Connections};
 use crate::sys::{counters, Blocking};
 
@@ -112,8 +111,7 @@ fn accept_loop(listener: TcpListener, config: Rc<Config>) -> io::Result<()> {
                 });
                 if spawned.is_err() {
                     if let Some((socket, _place)) = handover.take() {
-                        let _ = socket2::SockRef::from(&socket)
-                            .send_with_flags(ERR_TOO_MANY_CONNS, libc::MSG_DONTWAIT);
+                        crate::listener::turn_away(socket);
                     }
                 }
             }

@@ -87,15 +87,13 @@
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::config::Config;
 use crate::conn::Conn;
-use crate::listener::ConnPermit;
-use crate::protocol::ERR_TOO_MANY_CONNS;
+use crate::listener::{self, ConnPermit};
 use crate::shutdown;
 use crate::sys::counters::{self, bump, Counter};
 use crate::sys::uring::{self as ring, BufRing};
@@ -424,8 +422,7 @@ impl Loop<'_> {
             return Ok(()); // accepted as the drain began: just close it
         }
         let Some(place) = ConnPermit::try_acquire(self.config.max_conns) else {
-            let _ = socket2::SockRef::from(&socket)
-                .send_with_flags(ERR_TOO_MANY_CONNS, libc::MSG_DONTWAIT);
+            listener::turn_away(socket);
             return Ok(());
         };
         let _ = sys::set_nodelay(std::os::fd::AsFd::as_fd(&socket));
@@ -515,7 +512,7 @@ impl Loop<'_> {
             e if -e == libc::ENOBUFS || -e == libc::ECANCELED => {}
             _ => {
                 if !session.closing {
-                    counters::totals().gauges.conn_errors.fetch_add(1, Relaxed);
+                    counters::conn_error();
                 }
                 return self.close(slot);
             }
@@ -530,7 +527,7 @@ impl Loop<'_> {
         session.send_in_flight = false;
         if result < 0 {
             if !session.closing {
-                counters::totals().gauges.conn_errors.fetch_add(1, Relaxed);
+                counters::conn_error();
             }
             session.sending.clear();
             return self.close(slot);
@@ -562,7 +559,7 @@ impl Loop<'_> {
 
         if !session.send_in_flight && (!session.sending.is_empty() || session.conn.pending() > 0) {
             if session.sending.is_empty() {
-                session.sending = session.conn.take_unsent();
+                session.conn.move_unsent_into(&mut session.sending);
             }
             let entry =
                 opcode::Send::new(fd, session.sending.as_ptr(), session.sending.len() as u32)

@@ -102,10 +102,7 @@ async fn accept_loop(
         let mut stream = connections.register(stream);
         tasks.spawn(async move {
             if serve_connection(&mut stream, config).await.is_err() {
-                counters::totals()
-                    .gauges
-                    .conn_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                counters::conn_error();
             }
             drop(stream);
             drop(place);

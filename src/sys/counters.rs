@@ -58,10 +58,6 @@ macro_rules! counters {
                 match self { $(Counter::$variant => Kind::$kind,)* }
             }
 
-            /// Whether this counter counts system calls.
-            pub fn is_syscall(self) -> bool {
-                self.kind() == Kind::Syscall
-            }
         }
     };
 }
@@ -225,6 +221,12 @@ pub fn try_open_conn(max: usize) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// Records a connection ended by an IO error (reset, broken pipe, write
+/// timeout): the summary's `conn_errors`.
+pub fn conn_error() {
+    totals().gauges.conn_errors.fetch_add(1, Relaxed);
 }
 
 /// Records a connection closing (the other half of [`try_open_conn`]).
