@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::child::{pin_self, tree_pss_kib, ServerProcess};
+use crate::child::{pin_self, tree_memory_kib, ServerProcess};
 use crate::load::{self, LoadArgs, LoadReport};
 use crate::models::{self, Capacity, Model};
 use crate::stats::Summary;
@@ -374,7 +374,7 @@ fn measure_running(
 ) -> io::Result<()> {
     let mut server = ServerProcess::start(&args.lab, &[model.name], pin)?;
     let pid = server.pid();
-    let baseline = tree_pss_kib(pid);
+    let baseline = tree_memory_kib(pid);
     let peak = AtomicU64::new(baseline);
     let running = AtomicBool::new(true);
     let load_args = LoadArgs {
@@ -386,7 +386,7 @@ fn measure_running(
         // Sample the server's memory while the connections are open.
         scope.spawn(|| {
             while running.load(Relaxed) {
-                peak.fetch_max(tree_pss_kib(pid), Relaxed);
+                peak.fetch_max(tree_memory_kib(pid), Relaxed);
                 std::thread::sleep(Duration::from_millis(200));
             }
         });

@@ -130,52 +130,72 @@ pub fn pin_self(cpu: usize) {
     }
 }
 
-/// Proportional set size of a process and all its descendants, KiB.
-pub fn tree_pss_kib(pid: i32) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![pid];
-    let children = child_map();
-    while let Some(p) = stack.pop() {
-        total += pss_kib(p);
-        if let Some(kids) = children.get(&p) {
-            stack.extend(kids);
-        }
-    }
-    total
-}
-
-fn pss_kib(pid: i32) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    text.lines()
-        .find_map(|line| line.strip_prefix("Pss:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Parent pid → children, from /proc/*/stat.
-fn child_map() -> std::collections::HashMap<i32, Vec<i32>> {
-    let mut map: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return map;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
+/// The ids of every live (not zombie) process descended from `pid`
+/// (children, their children, ...), found through the parent id in
+/// `/proc/*/stat`.
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry
             .file_name()
             .to_str()
             .and_then(|s| s.parse::<i32>().ok())
         else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        // The process may exit between read_dir and this read: skip it then.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
             continue;
         };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses,
+        // so the fields are counted from the last ')'. A zombie has exited:
+        // it holds no memory and no sockets, and has no children.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
             continue;
         };
-        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
-            map.entry(ppid).or_default().push(pid);
+        let mut fields = rest.split_whitespace();
+        let (state, ppid) = (fields.next(), fields.next().and_then(|s| s.parse().ok()));
+        if let (Some(state), Some(ppid)) = (state, ppid) {
+            if state != "Z" && state != "X" {
+                children.entry(ppid).or_default().push(child);
+            }
         }
     }
-    map
+    let mut found = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
+            found.push(c);
+            todo.push(c);
+        }
+    }
+    found
+}
+
+/// The memory of one process in KiB: its proportional set size (`Pss` in
+/// `/proc/PID/smaps_rollup`), or `VmRSS` where that file is missing.
+///
+/// PSS rather than RSS because the process models fork: a forked child maps
+/// its parent's pages, and summing plain RSS over the tree would count those
+/// shared pages once per child. PSS divides each shared page among the
+/// processes that map it, while memory a process allocates for itself (a
+/// buffer of pending responses) counts in full. Returns 0 if the process is
+/// gone.
+pub fn memory_kib(pid: i32) -> u64 {
+    let field = |path: String, key: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].split_whitespace().next()?.parse().ok()
+    };
+    field(format!("/proc/{pid}/smaps_rollup"), "Pss:")
+        .or_else(|| field(format!("/proc/{pid}/status"), "VmRSS:"))
+        .unwrap_or(0)
+}
+
+/// The memory of `pid` and all its descendants, in KiB.
+pub fn tree_memory_kib(pid: i32) -> u64 {
+    std::iter::once(pid)
+        .chain(descendants(pid))
+        .map(memory_kib)
+        .sum()
 }

@@ -248,7 +248,7 @@ fn a_killed_demo_leaves_no_server_behind() {
     let demo_pid = demo.id() as i32;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let server = loop {
-        if let Some(&pid) = util::descendants(demo_pid).first() {
+        if let Some(&pid) = iolab::child::descendants(demo_pid).first() {
             break util::Proc::live(pid).expect("the server is alive");
         }
         assert!(

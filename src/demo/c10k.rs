@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Demo, Facts, Peer, Run, Stage};
-use crate::child::tree_pss_kib;
+use crate::child::tree_memory_kib;
 use crate::models::{Capacity, Model};
 
 pub const DEMO: Demo = Demo {
@@ -54,7 +54,7 @@ fn run(stage: &mut Stage, model: &Model) -> io::Result<Facts> {
         }
         // Let threads finish starting and the allocator settle.
         std::thread::sleep(Duration::from_millis(300));
-        let pss = tree_pss_kib(pid);
+        let pss = tree_memory_kib(pid);
         match steps.first() {
             Some(&(_, base)) if target > 0 => stage.say(format_args!(
                 "{target:5} idle connections: server PSS {pss} KiB, {:.2} KiB per connection",

@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use super::{ms, Demo, Facts, Peer, Run, Stage};
-use crate::child::tree_pss_kib;
+use crate::child::tree_memory_kib;
 use crate::models::Model;
 
 pub const DEMO: Demo = Demo {
@@ -33,7 +33,7 @@ const MOST: usize = 64 << 20;
 fn run(stage: &mut Stage, _model: &Model) -> io::Result<Facts> {
     let addr = stage.start(&[])?;
     let pid = stage.server_pid();
-    let before = tree_pss_kib(pid);
+    let before = tree_memory_kib(pid);
     stage.say(format_args!("the server's memory (PSS): {before} KiB"));
 
     // Two hogs, one after the other, both staying connected. The first
@@ -44,10 +44,10 @@ fn run(stage: &mut Stage, _model: &Model) -> io::Result<Facts> {
     let mut sent_total = Vec::new();
     let mut stalled = true;
     for name in ["the first hog", "a second hog"] {
-        let start = tree_pss_kib(pid);
+        let start = tree_memory_kib(pid);
         let (hog, sent) = push_until_stalled(stage, &addr, name, pid)?;
         stalled &= sent < MOST;
-        let now = tree_pss_kib(pid);
+        let now = tree_memory_kib(pid);
         stage.say(format_args!(
             "the server's memory: {now} KiB ({:+} KiB while {name} pushed {} KiB)",
             now as i64 - start as i64,
@@ -57,7 +57,7 @@ fn run(stage: &mut Stage, _model: &Model) -> io::Result<Facts> {
         sent_total.push(sent >> 10);
         hogs.push(hog);
     }
-    let after = tree_pss_kib(pid);
+    let after = tree_memory_kib(pid);
 
     let mut other = Peer::connect(&addr)?;
     let answered = match other.ask("am i still served", Duration::from_secs(2))? {
@@ -117,7 +117,7 @@ fn push_until_stalled(
                     stage.say(format_args!(
                         "{name} has written {} KiB; server PSS {} KiB",
                         sent >> 10,
-                        tree_pss_kib(pid)
+                        tree_memory_kib(pid)
                     ));
                     next_report *= 2;
                 }

@@ -9,7 +9,6 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -17,6 +16,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+// The process tree, read from `/proc` as `lab bench` and `lab demo` read it.
+use iolab::child::descendants;
 
 /// How long any single network wait may take before the test gives up.
 /// Generous on purpose: the suite runs on a busy two-core machine.
@@ -91,76 +93,6 @@ pub fn numbered_lines(tag: &str, count: usize) -> Vec<u8> {
 // ---------------------------------------------------------------------------
 // Processes
 // ---------------------------------------------------------------------------
-
-/// The ids of every live (not zombie) process descended from `pid`
-/// (children, their children, ...), found through the parent id in
-/// `/proc/*/stat`.
-pub fn descendants(pid: i32) -> Vec<i32> {
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // The process may exit between read_dir and this read: skip it then.
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses,
-        // so the fields are counted from the last ')'. A zombie has exited:
-        // it holds no memory and no sockets, and has no children.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let (state, ppid) = (fields.next(), fields.next().and_then(|s| s.parse().ok()));
-        if let (Some(state), Some(ppid)) = (state, ppid) {
-            if state != "Z" && state != "X" {
-                children.entry(ppid).or_default().push(child);
-            }
-        }
-    }
-    let mut found = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
-            found.push(c);
-            todo.push(c);
-        }
-    }
-    found
-}
-
-/// The memory of one process in KiB: its proportional set size (`Pss` in
-/// `/proc/PID/smaps_rollup`), or `VmRSS` where that file is missing.
-///
-/// PSS rather than RSS because the process models fork: a forked child maps
-/// its parent's pages, and summing plain RSS over the tree would count those
-/// shared pages once per child. PSS divides each shared page among the
-/// processes that map it, while memory a process allocates for itself (a
-/// buffer of pending responses) counts in full. Returns 0 if the process is
-/// gone.
-pub fn process_memory_kb(pid: i32) -> u64 {
-    let field = |path: String, key: &str| -> Option<u64> {
-        let text = std::fs::read_to_string(path).ok()?;
-        let line = text.lines().find(|l| l.starts_with(key))?;
-        line[key.len()..].split_whitespace().next()?.parse().ok()
-    };
-    field(format!("/proc/{pid}/smaps_rollup"), "Pss:")
-        .or_else(|| field(format!("/proc/{pid}/status"), "VmRSS:"))
-        .unwrap_or(0)
-}
-
-/// The memory of `pid` and all its descendants, in KiB.
-pub fn tree_memory_kb(pid: i32) -> u64 {
-    std::iter::once(pid)
-        .chain(descendants(pid))
-        .map(process_memory_kb)
-        .sum()
-}
 
 /// Sends `signal` to process `pid`.
 #[track_caller]
