@@ -357,10 +357,7 @@ impl Driver {
     }
 
     fn advance(&mut self, token: Token, ready: Ready, to_eagain: bool) {
-        // Fresh, not the time of the last `tick`: the loop may have slept
-        // since, and bytes read now make the connection active now.
-        self.now = Instant::now();
-        let (max_pending, trigger, now) = (self.config.max_pending, self.trigger, self.now);
+        let (max_pending, trigger) = (self.config.max_pending, self.trigger);
         let scratch = &mut self.scratch;
         let Some(slot) = self.slots.get_mut(token.index()) else {
             return;
@@ -374,7 +371,7 @@ impl Driver {
         entry.readable |= ready.readable;
         entry.writable |= ready.writable;
         entry.read_closed |= ready.read_closed;
-        let pumped = pump(entry, scratch, max_pending, trigger, now, to_eagain);
+        let pumped = pump(entry, scratch, max_pending, trigger, to_eagain);
         self.settle(token, pumped);
     }
 
@@ -537,9 +534,12 @@ fn pump(
     scratch: &mut [u8],
     max_pending: usize,
     trigger: Trigger,
-    now: Instant,
     to_eagain: bool,
 ) -> io::Result<()> {
+    // The time input arrived, for the idle timeout: read fresh (not the
+    // last `tick`'s: the loop may have slept since), and only when bytes
+    // come — most calls here write, or find nothing, and need no clock.
+    let mut now = None;
     let budget = match trigger {
         Trigger::Level => 1,
         Trigger::Edge => EDGE_READ_BUDGET,
@@ -557,6 +557,7 @@ fn pump(
         match sys::recv(entry.socket.as_fd(), &mut scratch[..room]) {
             Ok(0) => entry.conn.end_of_input(),
             Ok(n) => {
+                let now = *now.get_or_insert_with(Instant::now);
                 entry.conn.receive(&scratch[..n], now);
                 // A short read emptied the socket's receive queue: under
                 // edge triggering, data arriving from now on raises a new

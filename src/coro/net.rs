@@ -70,17 +70,20 @@ impl TcpStream {
     }
 
     /// Retries `op` until it stops saying `EAGAIN`, parking in between;
-    /// `TimedOut` once `timeout` has passed since the first try.
+    /// `TimedOut` once `timeout` has passed since the first `EAGAIN`.
     fn retry<T>(
         &self,
         direction: Direction,
         timeout: Option<Duration>,
         mut op: impl FnMut() -> io::Result<T>,
     ) -> io::Result<T> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // Read the clock only if we must wait: most calls succeed at once.
+        let mut deadline = None;
         loop {
             match op() {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    let deadline =
+                        *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
                     if self.registration.wait(direction, deadline) {
                         return Err(ErrorKind::TimedOut.into());
                     }
