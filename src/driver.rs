@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::conn::{Conn, Interest};
-use crate::listener::{self, Accepted, Acceptor, ConnPermit};
+use crate::listener::{Accepted, Acceptor, ConnPermit};
 use crate::shutdown;
 use crate::sys::{self, counters};
 use crate::timers::Timers;
@@ -183,7 +183,6 @@ pub struct Driver {
     config: Config,
     trigger: Trigger,
     acceptor: Option<Acceptor>,
-    fd_limit: Option<usize>,
     slots: Vec<Slot>,
     free: Vec<usize>,
     open: usize,
@@ -197,19 +196,12 @@ pub struct Driver {
 
 impl Driver {
     /// A driver for connections accepted from `acceptor` (which must be
-    /// non-blocking). With `fd_limit`, a connection whose descriptor is not
-    /// below it is turned away with the protocol's error line (`select`).
-    pub fn new(
-        acceptor: Acceptor,
-        config: &Config,
-        trigger: Trigger,
-        fd_limit: Option<usize>,
-    ) -> Driver {
+    /// non-blocking).
+    pub fn new(acceptor: Acceptor, config: &Config, trigger: Trigger) -> Driver {
         Driver {
             config: config.clone(),
             trigger,
             acceptor: Some(acceptor),
-            fd_limit,
             slots: Vec::new(),
             free: Vec::new(),
             open: 0,
@@ -290,13 +282,6 @@ impl Driver {
     }
 
     fn open_conn(&mut self, socket: OwnedFd, place: ConnPermit) {
-        if self
-            .fd_limit
-            .is_some_and(|limit| socket.as_raw_fd() as usize >= limit)
-        {
-            listener::turn_away(socket);
-            return; // `place` drops: the place is given back
-        }
         let index = self.free.pop().unwrap_or_else(|| {
             self.slots.push(Slot {
                 generation: 0,

@@ -69,6 +69,7 @@ pub struct Acceptor {
     listener: TcpListener,
     blocking: Blocking,
     max_conns: usize,
+    fd_limit: Option<usize>,
     spare: Option<OwnedFd>,
 }
 
@@ -134,8 +135,16 @@ impl Acceptor {
             listener,
             blocking,
             max_conns,
+            fd_limit: None,
             spare: open_spare(),
         })
+    }
+
+    /// Turns away, with the protocol's error line, every connection whose
+    /// descriptor is `limit` or more: `select` cannot watch it.
+    pub fn with_fd_limit(mut self, limit: usize) -> Self {
+        self.fd_limit = Some(limit);
+        self
     }
 
     /// Gives the listening socket back (the spare descriptor is closed).
@@ -162,12 +171,17 @@ impl Acceptor {
             turn_away(fd);
             return Ok(Accepted::Again);
         }
+        let permit = ConnPermit(());
         // Fails only if the peer is already gone; the first read says so.
         let _ = sys::set_nodelay(fd.as_fd());
-        Ok(Accepted::Conn(Admitted {
-            fd,
-            permit: ConnPermit(()),
-        }))
+        if self
+            .fd_limit
+            .is_some_and(|limit| fd.as_raw_fd() as usize >= limit)
+        {
+            turn_away(fd);
+            return Ok(Accepted::Again); // `permit` drops: the place is given back
+        }
+        Ok(Accepted::Conn(Admitted { fd, permit }))
     }
 
     fn accept_failed(&mut self, err: io::Error) -> io::Result<Accepted> {

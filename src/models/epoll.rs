@@ -116,7 +116,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
         WAKE,
     )?;
     let acceptor = Acceptor::new(listener, Blocking::No, config.max_conns)?;
-    let mut driver = Driver::new(acceptor, config, trigger, None);
+    let mut driver = Driver::new(acceptor, config, trigger);
     let mut events: Vec<EpollEvent> = Vec::with_capacity(EVENTS_PER_WAIT);
 
     loop {

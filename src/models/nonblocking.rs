@@ -53,7 +53,7 @@ use crate::sys::Blocking;
 /// Serves every connection from one thread by trying them all, forever.
 pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
     let acceptor = Acceptor::new(listener, Blocking::No, config.max_conns)?;
-    let mut driver = Driver::new(acceptor, config, Trigger::Level, None);
+    let mut driver = Driver::new(acceptor, config, Trigger::Level);
     let mut sweep: Vec<Token> = Vec::new();
     loop {
         let due = driver.tick();

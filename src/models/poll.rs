@@ -83,7 +83,7 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
         position: Vec::new(),
     };
     let acceptor = Acceptor::new(listener, Blocking::No, config.max_conns)?;
-    let mut driver = Driver::new(acceptor, config, Trigger::Level, None);
+    let mut driver = Driver::new(acceptor, config, Trigger::Level);
 
     loop {
         let timeout = driver.tick();

@@ -61,8 +61,10 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
             "the listener's descriptor does not fit in an fd_set",
         ));
     }
-    let acceptor = Acceptor::new(listener, Blocking::No, config.max_conns)?;
-    let mut driver = Driver::new(acceptor, config, Trigger::Level, Some(FD_SETSIZE));
+    // A connection whose descriptor would not fit is turned away at accept.
+    let acceptor =
+        Acceptor::new(listener, Blocking::No, config.max_conns)?.with_fd_limit(FD_SETSIZE);
+    let mut driver = Driver::new(acceptor, config, Trigger::Level);
     let mut wake_seen = false;
     let mut candidates: Vec<(Token, i32)> = Vec::new();
 

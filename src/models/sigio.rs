@@ -71,7 +71,7 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
     let listener_fd = listener.as_raw_fd();
     set_signal_driven(listener_fd, io_signal)?;
     let acceptor = Acceptor::new(listener, Blocking::No, config.max_conns)?;
-    let mut driver = Driver::new(acceptor, config, Trigger::Edge, None);
+    let mut driver = Driver::new(acceptor, config, Trigger::Edge);
     // Which connection each descriptor number belongs to.
     let mut owner: Vec<Option<Token>> = Vec::new();
     let mut opened: Vec<Token> = Vec::new();

@@ -59,7 +59,7 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
         Interest::READABLE,
     )?;
     let acceptor = Acceptor::new(listener, Blocking::No, config.max_conns)?;
-    let mut driver = Driver::new(acceptor, config, Trigger::Edge, None);
+    let mut driver = Driver::new(acceptor, config, Trigger::Edge);
     // Edge-triggered listener: connections queued beyond the accept budget
     // raise no new event.
     let mut accept_more = true;

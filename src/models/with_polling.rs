@@ -46,7 +46,7 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
     add(&poller, listener.as_fd(), Event::readable(LISTENER))?;
     add(&poller, shutdown::wake_fd(), Event::readable(WAKE))?;
     let acceptor = Acceptor::new(listener, Blocking::No, config.max_conns)?;
-    let mut driver = Driver::new(acceptor, config, Trigger::Level, None);
+    let mut driver = Driver::new(acceptor, config, Trigger::Level);
     let mut wake_seen = false;
 
     loop {
