@@ -318,11 +318,7 @@ impl Driver {
     }
 
     fn entry_mut(&mut self, token: Token) -> Option<&mut Entry> {
-        let slot = self.slots.get_mut(token.index())?;
-        if slot.generation != token.generation() {
-            return None;
-        }
-        slot.entry.as_mut()
+        lookup(&mut self.slots, token)
     }
 
     /// Advances the connection `token` after the kernel reported `ready`:
@@ -343,16 +339,11 @@ impl Driver {
 
     fn advance(&mut self, token: Token, ready: Ready, to_eagain: bool) {
         let (max_pending, trigger) = (self.config.max_pending, self.trigger);
+        // Not `entry_mut`: the scratch buffer is borrowed at the same time.
+        let Some(entry) = lookup(&mut self.slots, token) else {
+            return;
+        };
         let scratch = &mut self.scratch;
-        let Some(slot) = self.slots.get_mut(token.index()) else {
-            return;
-        };
-        if slot.generation != token.generation() {
-            return;
-        }
-        let Some(entry) = slot.entry.as_mut() else {
-            return;
-        };
         entry.readable |= ready.readable;
         entry.writable |= ready.writable;
         entry.read_closed |= ready.read_closed;
@@ -467,14 +458,8 @@ impl Driver {
     /// since (see [`crate::timers`]), or time it out.
     fn expire(&mut self, token: Token) {
         let (config, now) = (&self.config, self.now);
-        let Some(slot) = self.slots.get_mut(token.index()) else {
-            return;
-        };
-        let Some(entry) = slot
-            .entry
-            .as_mut()
-            .filter(|_| slot.generation == token.generation())
-        else {
+        // Not `entry_mut`: the config and the timers are used meanwhile.
+        let Some(entry) = lookup(&mut self.slots, token) else {
             return;
         };
         match entry.conn.idle_deadline(config) {
@@ -509,6 +494,16 @@ impl Driver {
             self.service(token, Ready::READ);
         }
     }
+}
+
+/// The live connection `token` names, or `None` if its slot was freed or
+/// reused since (a stale token: its generation no longer matches).
+fn lookup(slots: &mut [Slot], token: Token) -> Option<&mut Entry> {
+    let slot = slots.get_mut(token.index())?;
+    if slot.generation != token.generation() {
+        return None;
+    }
+    slot.entry.as_mut()
 }
 
 /// Moves bytes for one connection until the kernel would block or the read

@@ -626,24 +626,13 @@ pub fn deregister(key: SourceKey, fd: RawFd) {
     with(|s| {
         let _ = s.epoll.delete(fd);
         if let Some(source) = s.sources.get_mut(key.index) {
-            for waiter in [source.reader.take(), source.writer.take()]
-                .into_iter()
-                .flatten()
-            {
+            let waiters = [source.reader.take(), source.writer.take()];
+            source.generation = source.generation.wrapping_add(1);
+            for waiter in waiters.into_iter().flatten() {
                 s.io_waiters -= 1;
                 // Wake it: its socket is gone, its next call will say so.
-                if let Some(slot) = s.slots.get_mut(waiter.index) {
-                    if slot.generation == waiter.generation {
-                        if let Some(coro) = slot.coro.as_mut() {
-                            if coro.state == State::Parked {
-                                coro.state = State::Runnable;
-                                s.run_queue.push_back(waiter);
-                            }
-                        }
-                    }
-                }
+                s.unpark(waiter);
             }
-            source.generation = source.generation.wrapping_add(1);
             s.free_sources.push(key.index);
         }
     });

@@ -120,6 +120,16 @@ const SEND: u64 = 3;
 const WAKE: u64 = 4;
 const CANCEL: u64 = 5;
 
+/// The session in `slot`, unless it was freed or the slot reused since the
+/// operation was submitted (its generation no longer matches).
+fn live_session(slots: &mut [Slot], slot: usize, generation: u32) -> Option<&mut Session> {
+    let entry = slots.get_mut(slot)?;
+    if entry.generation != generation {
+        return None;
+    }
+    entry.session.as_mut()
+}
+
 /// User data: kind in bits 0–7, slot in 8–31, slot generation in 32–63,
 /// so a completion for a freed and reused slot is recognised as stale.
 fn user_data(kind: u64, slot: usize, generation: u32) -> u64 {
@@ -456,11 +466,7 @@ impl Loop<'_> {
 
     /// The session in `slot` if `generation` is still its own.
     fn session(&mut self, slot: usize, generation: u32) -> Option<&mut Session> {
-        let entry = self.slots.get_mut(slot)?;
-        if entry.generation != generation {
-            return None;
-        }
-        entry.session.as_mut()
+        live_session(&mut self.slots, slot, generation)
     }
 
     fn received(
@@ -472,12 +478,8 @@ impl Loop<'_> {
     ) -> io::Result<()> {
         let now = self.now;
         let bid = cqueue::buffer_select(flags);
-        let Some(session) = self
-            .slots
-            .get_mut(slot)
-            .filter(|s| s.generation == generation)
-            .and_then(|s| s.session.as_mut())
-        else {
+        // Not `self.session`: the buffer ring is borrowed at the same time.
+        let Some(session) = live_session(&mut self.slots, slot, generation) else {
             // A stale completion: still return the buffer it took.
             if let (Some(bid), Some(buffers)) = (bid, self.buffers.as_mut()) {
                 buffers.give_back(bid);
