@@ -259,10 +259,7 @@ fn cpu_time() -> Duration {
     let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) else {
         return Duration::ZERO;
     };
-    let tv = |t: nix::sys::time::TimeVal| {
-        Duration::new(t.tv_sec().max(0) as u64, t.tv_usec().max(0) as u32 * 1000)
-    };
-    tv(usage.user_time()) + tv(usage.system_time())
+    crate::stats::timeval(usage.user_time()) + crate::stats::timeval(usage.system_time())
 }
 
 /// A small, fast generator (xorshift64*): the request bytes need to be

@@ -139,7 +139,8 @@ fn own_peak_rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
-fn timeval(tv: nix::sys::time::TimeVal) -> Duration {
+/// A `getrusage` time as a `Duration`.
+pub fn timeval(tv: nix::sys::time::TimeVal) -> Duration {
     Duration::new(tv.tv_sec().max(0) as u64, tv.tv_usec().max(0) as u32 * 1000)
 }
 

@@ -219,9 +219,8 @@ fn check_opcodes(ring: &IoUring) -> io::Result<()> {
 /// Whether the running kernel is at least `major.minor` (multishot recv
 /// needs 6.0).
 fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = sys::kernel_release();
     let mut parts = release
-        .trim()
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|p| p.parse::<u32>().ok());
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)

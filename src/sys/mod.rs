@@ -222,6 +222,15 @@ pub fn with_errno_preserved<T>(f: impl FnOnce() -> T) -> T {
     result
 }
 
+/// The running kernel's release (`6.18.44-...`), from
+/// `/proc/sys/kernel/osrelease`; empty if it cannot be read.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 /// A child that ended, from [`reap_child`].
 #[derive(Clone, Copy, Debug)]
 pub struct Reaped {
