@@ -2,13 +2,13 @@
 //! run: `cargo bench --bench coro`.
 //!
 //! - `coroutine switch`: the switch alone, no scheduler: a resume into a
-//!   coroutine and its suspend back (two `Context::switch` calls, like
-//!   corosensei's resume + suspend), reported per switch.
+//!   coroutine and its suspend back (`Context::resume` and
+//!   `Context::suspend`), reported per pair, as corosensei's benchmark does.
 //! - `coroutine yield`: one hand-off through the real scheduler: two
-//!   coroutines yielding to each other, reported per yield. Within a round
-//!   a yield switches straight to the other coroutine; at a round's end it
-//!   goes through the scheduler loop, which looks at timers and sockets.
-//!   The difference to the switch is the scheduler's bookkeeping.
+//!   coroutines yielding to each other, reported per yield. A yield is a
+//!   suspend into the scheduler loop and its resume of the other
+//!   coroutine; at a round's end the loop also looks at timers and
+//!   sockets. The difference to the switch is the scheduler's bookkeeping.
 //! - `spawn+join`: a coroutine started on a pooled stack and joined.
 //! - `thread ping-pong`: two OS threads handing a token back and forth
 //!   through a mutex and condition variable — one hand-off, the thread
@@ -16,6 +16,7 @@
 //! - memory per parked coroutine: printed once, from VmRSS before and after
 //!   parking 100,000 coroutines.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -52,47 +53,39 @@ fn switch(c: &mut Criterion) {
     );
 }
 
-/// The two sides of the raw switch benchmark.
-struct PingPong {
-    main: Context,
-    coro: Context,
-}
-
-/// The coroutine of the raw benchmark: suspends back to `main` for ever.
-unsafe extern "C" fn bounce(_message: usize, data: usize) -> ! {
-    let sides = data as *mut PingPong;
+/// The coroutine of the raw benchmark: suspends back for ever. `data` is
+/// its own `Context`.
+unsafe extern "C" fn bounce(data: usize) -> ! {
+    let context = data as *const Context;
     loop {
-        // SAFETY: `data` is the `PingPong` of `context_switch`, alive while
-        // it resumes us; `main` was saved by the resume that woke us.
-        unsafe { (*sides).coro.switch(&(*sides).main, 0) };
+        // SAFETY: the `Context` of `context_switch`, alive while it resumes
+        // us, and the one we were resumed through.
+        unsafe { (*context).suspend() };
     }
 }
 
 fn context_switch(c: &mut Criterion) {
-    c.bench_function("coroutine switch (Context::switch, no scheduler)", |b| {
+    c.bench_function("coroutine switch (resume + suspend, no scheduler)", |b| {
         let stack = Stack::new().unwrap();
-        // Both sides reach the contexts through this one raw pointer.
-        let data = Box::into_raw(Box::new(PingPong {
-            main: Context::default(),
-            coro: Context::default(),
-        }));
-        // SAFETY: `data` is live until the end of this closure; the
-        // stack outlives every resume below; the coroutine, left
-        // suspended at the end, owns nothing that needs dropping.
-        unsafe { (*data).coro = Context::fresh(stack.top(), bounce, data as usize) };
+        // The coroutine needs its own context's address: allocate, then fill.
+        let context = Box::into_raw(Box::new(MaybeUninit::<Context>::uninit())).cast::<Context>();
+        // SAFETY: `context` is a live allocation until the end of this
+        // closure; the stack outlives every resume below; the coroutine,
+        // left suspended at the end, owns nothing that needs dropping.
+        unsafe { context.write(Context::fresh(stack.top(), bounce, context as usize)) };
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
-                // SAFETY: `coro` was made fresh or saved by `bounce`'s
-                // last switch; its stack is alive.
-                unsafe { (*data).main.switch(&(*data).coro, 0) };
+                // SAFETY: the coroutine is fresh or suspended in `bounce`;
+                // its context and stack are alive.
+                unsafe { (*context).resume() };
             }
-            // Two switches per iteration: the resume and the suspend.
-            start.elapsed() / 2
+            // One iteration is a pair: the resume and the suspend back.
+            start.elapsed()
         });
-        // SAFETY: made by `Box::into_raw` above; nothing resumes the
-        // coroutine any more.
-        drop(unsafe { Box::from_raw(data) });
+        // SAFETY: made by `Box::into_raw` above and initialised; nothing
+        // resumes the coroutine any more.
+        drop(unsafe { Box::from_raw(context) });
     });
 }
 

@@ -43,28 +43,46 @@ fn yields_interleave_in_exact_fifo_order() {
     assert_eq!(*log.borrow(), expected);
 }
 
-/// The floating-point control register, status bits masked off: MXCSR's
-/// control bits on x86-64 (the low six are sticky flags that arithmetic
-/// sets), FPCR on aarch64 (which has no status bits).
+/// The floating-point control state, status bits masked off: on x86-64,
+/// MXCSR's control bits (the low six are sticky flags that arithmetic
+/// sets) in the low half and the x87 control word in the high half; FPCR
+/// on aarch64 (which has no status bits).
 #[cfg(target_arch = "x86_64")]
 fn fp_control() -> u64 {
-    let mut value = 0u32;
-    // SAFETY: stmxcsr stores the 4-byte register into a live local.
-    unsafe { std::arch::asm!("stmxcsr [{}]", in(reg) &mut value, options(nostack)) };
-    u64::from(value & !0x3f)
+    let (mut mxcsr, mut x87) = (0u32, 0u16);
+    // SAFETY: stmxcsr and fnstcw store 4 and 2 bytes into live locals.
+    unsafe {
+        std::arch::asm!(
+            "stmxcsr [{}]",
+            "fnstcw [{}]",
+            in(reg) &mut mxcsr,
+            in(reg) &mut x87,
+            options(nostack),
+        )
+    };
+    u64::from(mxcsr & !0x3f) | u64::from(x87) << 32
 }
 
 #[cfg(target_arch = "x86_64")]
 fn set_fp_control(value: u64) {
-    let value = value as u32;
-    // SAFETY: ldmxcsr loads a valid MXCSR value (only the rounding bits of
-    // the default change).
-    unsafe { std::arch::asm!("ldmxcsr [{}]", in(reg) &value, options(nostack)) };
+    let (mxcsr, x87) = (value as u32, (value >> 32) as u16);
+    // SAFETY: ldmxcsr and fldcw load valid values (only the rounding bits
+    // of the current ones change).
+    unsafe {
+        std::arch::asm!(
+            "ldmxcsr [{}]",
+            "fldcw [{}]",
+            in(reg) &mxcsr,
+            in(reg) &x87,
+            options(nostack),
+        )
+    };
 }
 
-/// MXCSR's rounding-control bits; both set is "toward zero".
+/// The rounding-control bits of MXCSR (14:13) and of the x87 control word
+/// (11:10); both set is "toward zero" in each.
 #[cfg(target_arch = "x86_64")]
-const ROUNDING_BITS: u64 = 0x6000;
+const ROUNDING_BITS: u64 = 0x6000 | 0xC00 << 32;
 
 #[cfg(target_arch = "aarch64")]
 fn fp_control() -> u64 {

@@ -86,11 +86,9 @@ struct Scheduler {
     /// How many entries at the front of the run queue are still to run in
     /// this round (see [`run_runnable`]).
     round: usize,
-    /// The running coroutine; in the scheduler's own context, the one that
-    /// last switched back to it.
+    /// The running coroutine; in the scheduler's own loop, the one that
+    /// last suspended.
     current: Option<CoroId>,
-    /// The scheduler loop's own context, to which coroutines switch back.
-    home: Box<Context>,
     /// Deadlines of parked coroutines. Each wait removes its own entry
     /// when it wakes, so the set never holds more than one per parked
     /// coroutine (a heap could only drop them as they expire).
@@ -175,7 +173,6 @@ pub fn run<T: 'static>(
             run_queue: VecDeque::new(),
             round: 0,
             current: None,
-            home: Box::default(),
             timers: BTreeSet::new(),
             timer_seq: 0,
             pool: Pool::default(),
@@ -212,29 +209,28 @@ pub fn run<T: 'static>(
 /// sockets and timers have been looked at, so a coroutine that yields in a
 /// loop cannot starve IO.
 ///
-/// Within a round a coroutine that yields or parks switches *straight to
-/// the next one* (see [`suspend_after`]): one switch per hand-off instead of
-/// two, in and out of this loop. Control comes back here only when a
-/// coroutine finishes (its stack must be freed from elsewhere than itself)
-/// or when the round is over.
+/// Every coroutine suspends back here (greenlet's parent, gevent's hub):
+/// a hand-off from one coroutine to the next is a suspend and a resume,
+/// each a few nanoseconds, and this loop is the one place that frees a
+/// finished coroutine's stack, from a stack that is not that one.
 fn run_runnable() {
-    // One borrow of the scheduler per visit here, because the bookkeeping
+    // One borrow of the scheduler per resume, because the bookkeeping
     // around a switch costs more than the switch itself: the first starts
     // the round and its first coroutine...
-    let (home, mut next) = with(|s| {
+    let mut next = with(|s| {
         s.fire_timers();
         s.round = s.run_queue.len();
-        (&mut *s.home as *mut Context, s.next_in_round())
+        s.next_in_round()
     });
     while let Some(target) = next {
-        // SAFETY: `home` and `target` point into boxes the scheduler keeps
-        // alive (the home context, and the coroutine's box, which is freed
-        // only after it is done); the target was saved by its last switch
-        // or made fresh; no RefCell borrow is held across the switch.
-        unsafe { (*home).switch(&*target, 0) };
+        // SAFETY: `target` points into the coroutine's box, which the
+        // scheduler frees only after the coroutine is done (below, once it
+        // has suspended for the last time); the coroutine is runnable, so
+        // suspended or fresh; no RefCell borrow is held across the switch.
+        unsafe { (*target).resume() };
         // Back on the thread's own stack, which std guards.
         stack::set_current_guard((0, 0));
-        // ...each later one retires the coroutine that switched back (if it
+        // ...each later one retires the coroutine that suspended (if it
         // finished) and starts the next.
         next = with(|s| {
             if let Some(id) = s.current.take() {
@@ -409,36 +405,22 @@ fn suspend(state: State) {
 }
 
 /// [`suspend`], running `before` on the scheduler first, in the same borrow.
-///
-/// The switch goes straight to the next coroutine of the round if there is
-/// one, else back to the scheduler loop; a finished coroutine always goes
-/// back to the loop, which frees its stack once nothing runs on it.
 fn suspend_after(state: State, before: impl FnOnce(&mut Scheduler, CoroId)) {
-    let (own, guard, to) = with(|s| {
+    let (own, guard) = with(|s| {
         let id = s.current.expect("suspend outside a coroutine");
         before(s, id);
         let coro = s.coro(id).expect("the running coroutine exists");
         coro.state = state;
-        let own: *mut Context = &mut coro.context;
-        let guard = coro.guard;
-        let next = match state {
-            State::Done => None,
-            _ => s.next_in_round(),
-        };
-        // With no next, `current` still names us: the loop retires us if
-        // we are done.
-        let to = next.unwrap_or(&*s.home as *const Context);
-        (own, guard, to)
+        // `current` still names us: the loop retires us if we are done.
+        (&coro.context as *const Context, coro.guard)
     });
-    // SAFETY: both contexts live in boxes the scheduler keeps (ours is freed
-    // only after we are done and off our stack); `to` was saved by its last
-    // switch, or made fresh, and not resumed since: `next_in_round` hands
-    // out a runnable coroutine once, and it is never us (we were running,
-    // so our queue entry, if any, was pushed behind this round's).
-    unsafe { (*own).switch(&*to, 0) };
+    // SAFETY: we run on our own stack and were resumed through this
+    // context, which lives in a box the scheduler frees only after we are
+    // done and off our stack; no RefCell borrow is held across the switch.
+    unsafe { (*own).suspend() };
     // Resumed: we set our guard page ourselves, before going any deeper
-    // into our stack. (Had the switching side set it, the switch's own
-    // pushes on *its* stack would run under our guard page's name.)
+    // into our stack. (Had the resuming side set it, its own pushes on
+    // *its* stack would run under our guard page's name.)
     stack::set_current_guard(guard);
 }
 
@@ -580,7 +562,7 @@ pub fn try_spawn<T: 'static>(f: impl FnOnce() -> T + 'static) -> io::Result<Join
 }
 
 /// Where every coroutine starts (via the trampoline).
-unsafe extern "C" fn entry(_message: usize, data: usize) -> ! {
+unsafe extern "C" fn entry(data: usize) -> ! {
     // SAFETY: `data` is the box leaked by `spawn` for this coroutine.
     let body = unsafe { Box::from_raw(data as *mut Box<dyn FnOnce()>) };
     // A fresh coroutine names its guard page first, as `suspend_after`
