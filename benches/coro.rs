@@ -60,7 +60,7 @@ unsafe extern "C" fn bounce(data: usize) -> ! {
     loop {
         // SAFETY: the `Context` of `context_switch`, alive while it resumes
         // us, and the one we were resumed through.
-        unsafe { (*context).suspend() };
+        unsafe { Context::suspend(context) };
     }
 }
 
@@ -78,7 +78,7 @@ fn context_switch(c: &mut Criterion) {
             for _ in 0..iters {
                 // SAFETY: the coroutine is fresh or suspended in `bounce`;
                 // its context and stack are alive.
-                unsafe { (*context).resume() };
+                unsafe { Context::resume(context) };
             }
             // One iteration is a pair: the resume and the suspend back.
             start.elapsed()

@@ -32,7 +32,7 @@
 //! | `x29` (`fp`) | the frame pointer: callee-saved |
 //! | `x30` (`lr`) | the return address: declared clobbered, so the compiler keeps it |
 //! | `sp` | the stack itself: stored in the `Context` |
-//! | `d8`–`d15` | the low halves of `v8`–`v15` are callee-saved |
+//! | `d8`–`d15` | the low halves of `v8`–`v15` are callee-saved (the upper halves are not, so `v8`–`v15` are also declared clobbered) |
 //! | FPCR | rounding mode and trap enables, like MXCSR's control bits |
 //!
 //! ## Asymmetric: resume and suspend
@@ -50,9 +50,19 @@
 //! stack) always returns somewhere else than where it was called from, so
 //! every switch paid a mispredicted return: 16 ns a switch here, most of
 //! it that. Here `resume` enters the coroutine with a `call`, and
-//! `suspend` comes back with the `ret` that matches it: both predicted.
-//! Measured by `cargo bench --bench coro`; the figures are in the `coro`
-//! chapter's *Costs*.
+//! `suspend` comes back with the `ret` that matches it: both predicted,
+//! as long as the coroutine suspends from the frame it was resumed in (a
+//! tight loop). A coroutine resumed inside `yield_now` first returns out
+//! of it, through return addresses the CPU never saw pushed; those
+//! mispredict, as in every stackful runtime. Measured by `cargo bench
+//! --bench coro`; the figures are in the `coro` chapter's *Costs*.
+//!
+//! One thing this cannot coexist with: a *shadow stack* (Intel CET, Linux
+//! 6.6+), which keeps one hardware copy of the return addresses per
+//! thread and kills the process when a `ret` disagrees with it, as the
+//! first return out of a resumed coroutine does. Rust binaries are not
+//! built with it, so glibc leaves it off; a runtime that wanted it would
+//! give each coroutine a shadow stack of its own, as Boost.Context can.
 //!
 //! Why the MXCSR restore looks before it writes: `ldmxcsr` with a value
 //! that differs from the current one drains the pipeline. Restoring the
@@ -88,41 +98,49 @@ impl Context {
     ///
     /// # Safety
     ///
-    /// `stack_top` must be the top of a writable stack at least a few KiB
-    /// deep, that stays allocated (and is used by nothing else) until the
-    /// coroutine has suspended for the last time.
+    /// `stack_top` must be the top of a writable stack at least 16 KiB
+    /// deep (a signal delivered while the coroutine runs puts its frame
+    /// there, several KiB with AVX-512 state), that stays allocated, and is
+    /// used by nothing else, until the coroutine has suspended for the last
+    /// time.
     pub unsafe fn fresh(stack_top: usize, entry: Entry, data: usize) -> Context {
         // SAFETY: the caller's promise is the one first_frame needs.
         let sp = unsafe { first_frame(stack_top & !15, entry, data) };
         Context { sp: Cell::new(sp) }
     }
 
-    /// Runs the coroutine until it suspends (or, if it is new, starts it).
+    /// Runs the coroutine of `context` until it suspends (or, if it is
+    /// new, starts it).
+    ///
+    /// A raw pointer, not `&self`: a reference would stay alive across the
+    /// switch, while the other side uses (and, once the coroutine is done,
+    /// frees) the same memory.
     ///
     /// # Safety
     ///
-    /// The coroutine must be suspended (or fresh), its stack still
-    /// allocated, and this `Context` must stay at this address until it
-    /// suspends again. Nothing may unwind across a switch (the coroutine
-    /// entry catches panics).
+    /// `context` must point to a live `Context` whose coroutine is
+    /// suspended (or fresh), its stack still allocated; the `Context` must
+    /// stay at this address until the coroutine suspends again. Nothing
+    /// may unwind across a switch (the coroutine entry catches panics).
     #[inline(always)]
-    pub unsafe fn resume(&self) {
+    pub unsafe fn resume(context: *const Context) {
         // SAFETY: upheld by the caller; the assembly saves every register
         // the ABI asks a callee to preserve and declares the rest clobbered.
-        unsafe { resume(self.sp.as_ptr()) }
+        unsafe { resume(Cell::as_ptr(&(*context).sp)) }
     }
 
     /// From inside the running coroutine: goes back to whoever resumed it,
-    /// and returns when it is resumed again.
+    /// and returns when it is resumed again (if ever: a finished coroutine
+    /// suspends for good, and its `Context` may be freed meanwhile).
     ///
     /// # Safety
     ///
-    /// Must be called on the coroutine's own stack, with the `Context` it
-    /// was resumed through.
+    /// Must be called on the coroutine's own stack, with a pointer to the
+    /// `Context` it was resumed through.
     #[inline(always)]
-    pub unsafe fn suspend(&self) {
+    pub unsafe fn suspend(context: *const Context) {
         // SAFETY: as for `resume`.
-        unsafe { suspend(self.sp.as_ptr()) }
+        unsafe { suspend(Cell::as_ptr(&(*context).sp)) }
     }
 }
 
@@ -243,13 +261,24 @@ global_asm!(
     ".global iolab_coro_trampoline",
     ".type iolab_coro_trampoline, @function",
     "iolab_coro_trampoline:",
+    // Unwinders (gdb, perf, a panic's backtrace) stop here: there is no
+    // caller to find.
+    ".cfi_startproc",
+    ".cfi_undefined rip",
     "mov [rdi], rsp",      // the resumer's stack, for our first suspend
     "mov rdi, [rax + 16]", // data, the entry's argument
-    "lea rsp, [rax + 24]", // our stack, 16-byte aligned, as a `call` wants
-    "xor ebp, ebp",        // a zero frame pointer ends backtraces
-    "call [rax + 8]",      // entry(data)
+    "lea rsp, [rax + 24]", // our stack, 16-byte aligned, as at a `call`
+    "xor ebp, ebp",        // a zero frame pointer ends backtraces too
+    // A `call` would push an entry on the CPU's return stack that no
+    // `ret` ever pops, and our first suspend's `ret` would be predicted
+    // wrong. Push the return address by hand and jump instead.
+    "lea rcx, [rip + 2f]",
+    "push rcx",
+    "jmp [rax + 8]", // entry(data)
     // The entry function never returns (it suspends for good).
+    "2:",
     "ud2",
+    ".cfi_endproc",
     ".size iolab_coro_trampoline, . - iolab_coro_trampoline",
 );
 
@@ -385,8 +414,11 @@ unsafe fn suspend(context: *mut usize) {
             "add sp, x10, #16",
             "ret", // to the resumer, as its `blr` predicted
             // Resumed by `blr`: sp = the resumer's stack, x30 = its
-            // return point, x10 = our sp.
+            // return point, x10 = our sp. `bti c` marks this as a place an
+            // indirect call may land, for binaries built with branch
+            // protection; elsewhere it is a no-op.
             "2:",
+            "hint #34", // bti c
             "str x30, [sp, #-16]!",
             "mov x9, sp",
             "str x9, [x0]",
@@ -407,16 +439,23 @@ global_asm!(
     ".global iolab_coro_trampoline",
     ".type iolab_coro_trampoline, %function",
     "iolab_coro_trampoline:",
+    ".cfi_startproc",
+    ".cfi_undefined x30",   // unwinders stop here
+    "hint #34",             // bti c: `resume`'s `blr` lands here
     "str x30, [sp, #-16]!", // the resumer's return point, for our first suspend
     "mov x9, sp",
     "str x9, [x0]",
-    "ldp x1, x0, [x10, #8]", // x1 = entry, x0 = data
-    "add sp, x10, #32",      // our stack, 16-byte aligned
-    "mov x29, #0",           // a zero frame pointer ends backtraces
-    "mov x30, #0",
-    "blr x1", // entry(data)
+    "ldp x16, x0, [x10, #8]", // x16 = entry, x0 = data
+    "add sp, x10, #32",       // our stack, 16-byte aligned
+    "mov x29, #0",            // a zero frame pointer ends backtraces
+    // Not `blr`, which would leave an entry on the return predictor that
+    // no `ret` pops (see the x86-64 trampoline): set x30 by hand, jump.
+    "adr x30, 2f",
+    "br x16", // entry(data)
     // The entry function never returns.
+    "2:",
     "brk #1",
+    ".cfi_endproc",
     ".size iolab_coro_trampoline, . - iolab_coro_trampoline",
 );
 

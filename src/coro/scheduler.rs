@@ -227,7 +227,7 @@ fn run_runnable() {
         // scheduler frees only after the coroutine is done (below, once it
         // has suspended for the last time); the coroutine is runnable, so
         // suspended or fresh; no RefCell borrow is held across the switch.
-        unsafe { (*target).resume() };
+        unsafe { Context::resume(target) };
         // Back on the thread's own stack, which std guards.
         stack::set_current_guard((0, 0));
         // ...each later one retires the coroutine that suspended (if it
@@ -417,7 +417,7 @@ fn suspend_after(state: State, before: impl FnOnce(&mut Scheduler, CoroId)) {
     // SAFETY: we run on our own stack and were resumed through this
     // context, which lives in a box the scheduler frees only after we are
     // done and off our stack; no RefCell borrow is held across the switch.
-    unsafe { (*own).suspend() };
+    unsafe { Context::suspend(own) };
     // Resumed: we set our guard page ourselves, before going any deeper
     // into our stack. (Had the resuming side set it, its own pushes on
     // *its* stack would run under our guard page's name.)
