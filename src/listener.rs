@@ -167,20 +167,18 @@ impl Acceptor {
             Ok(fd) => fd,
             Err(e) => return self.accept_failed(e),
         };
-        if !counters::try_open_conn(self.max_conns) {
+        // Checked before a place is taken: a connection turned away for its
+        // descriptor number never counts as open, not even in the peak.
+        let beyond_fd_limit = self
+            .fd_limit
+            .is_some_and(|limit| fd.as_raw_fd() as usize >= limit);
+        if beyond_fd_limit || !counters::try_open_conn(self.max_conns) {
             turn_away(fd);
             return Ok(Accepted::Again);
         }
         let permit = ConnPermit(());
         // Fails only if the peer is already gone; the first read says so.
         let _ = sys::set_nodelay(fd.as_fd());
-        if self
-            .fd_limit
-            .is_some_and(|limit| fd.as_raw_fd() as usize >= limit)
-        {
-            turn_away(fd);
-            return Ok(Accepted::Again); // `permit` drops: the place is given back
-        }
         Ok(Accepted::Conn(Admitted { fd, permit }))
     }
 

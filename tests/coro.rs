@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use iolab::coro::net::{Registration, TcpStream};
 use iolab::coro::scheduler::Direction;
 use iolab::coro::{self, Deadlock};
+use iolab::handler::Conn;
 
 mod util;
 
@@ -495,4 +496,32 @@ fn an_ordinary_thread_overflow_still_gets_std_s_message() {
         !stderr.contains("coroutine stack overflow"),
         "stderr: {stderr}"
     );
+}
+
+#[test]
+fn a_read_that_empties_the_queue_still_sees_the_end_of_stream_behind_it() {
+    // The client's bytes and its FIN are both queued before the server
+    // reads. The coroutine sleeps first, so the reactor harvests their one
+    // edge (EPOLLIN | EPOLLRDHUP) before any read. The first read then
+    // returns the 3 bytes, fewer than it asked for: "drained". No edge will
+    // ever come again, so a runtime that believed "drained" and parked
+    // would never see the end of stream (here: the read timeout).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    client.write_all(b"abc").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    accepted.set_nonblocking(true).unwrap();
+    let reads = coro::run(move || {
+        let mut stream = TcpStream::new(accepted.into()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        coro::sleep(Duration::from_millis(50));
+        let mut buf = [0u8; 64];
+        let first = stream.read(&mut buf).unwrap();
+        let second = stream.read(&mut buf).unwrap();
+        (first, second)
+    });
+    assert_eq!(reads.unwrap().unwrap(), (3, 0));
 }

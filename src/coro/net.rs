@@ -32,11 +32,23 @@ impl Registration {
         })
     }
 
-    /// Parks until the descriptor is ready in `direction` or `deadline`
-    /// passes. Returns whether the deadline has passed.
+    /// After a call said `EAGAIN`: parks until the descriptor is ready in
+    /// `direction` or `deadline` passes. Returns whether the deadline has
+    /// passed.
     pub fn wait(&self, direction: Direction, deadline: Option<Instant>) -> bool {
         scheduler::wait_io(self.key, direction, deadline);
         deadline.is_some_and(|at| Instant::now() >= at)
+    }
+
+    /// Whether the descriptor may be ready in `direction` (no `EAGAIN`, and
+    /// no read that emptied it, since its last event).
+    pub fn is_ready(&self, direction: Direction) -> bool {
+        scheduler::is_ready(self.key, direction)
+    }
+
+    /// Notes that a call left the descriptor drained in `direction`.
+    pub fn drained(&self, direction: Direction) {
+        scheduler::clear_ready(self.key, direction);
     }
 }
 
@@ -69,26 +81,39 @@ impl TcpStream {
         })
     }
 
-    /// Retries `op` until it stops saying `EAGAIN`, parking in between;
-    /// `TimedOut` once `timeout` has passed since the first `EAGAIN`.
-    fn retry<T>(
+    /// Runs `op` (a `recv` or `send` of `len` bytes) once the socket may
+    /// be ready, parking until it is; `TimedOut` once `timeout` has passed
+    /// since the first wait.
+    ///
+    /// A socket known to be drained is not asked: the coroutine parks at
+    /// once, saving the `recv` that would only say `EAGAIN` — one syscall
+    /// in three of a request-response exchange. A call that moves fewer
+    /// bytes than asked has emptied the receive queue (or filled the send
+    /// buffer), so it marks the socket drained as `EAGAIN` would; the
+    /// next data brings a new edge, which the reactor records.
+    fn retry(
         &self,
         direction: Direction,
         timeout: Option<Duration>,
-        mut op: impl FnMut() -> io::Result<T>,
-    ) -> io::Result<T> {
+        len: usize,
+        mut op: impl FnMut() -> io::Result<usize>,
+    ) -> io::Result<usize> {
         // Read the clock only if we must wait: most calls succeed at once.
         let mut deadline = None;
         loop {
-            match op() {
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    let deadline =
-                        *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
-                    if self.registration.wait(direction, deadline) {
-                        return Err(ErrorKind::TimedOut.into());
+            if self.registration.is_ready(direction) {
+                match op() {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Ok(n) if n > 0 && n < len => {
+                        self.registration.drained(direction);
+                        return Ok(n);
                     }
+                    other => return other,
                 }
-                other => return other,
+            }
+            let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
+            if self.registration.wait(direction, deadline) {
+                return Err(ErrorKind::TimedOut.into());
             }
         }
     }
@@ -97,14 +122,19 @@ impl TcpStream {
 impl Read for TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let fd = self.socket.as_fd();
-        self.retry(Direction::Read, self.read_timeout, || sys::recv(fd, buf))
+        let len = buf.len();
+        self.retry(Direction::Read, self.read_timeout, len, || {
+            sys::recv(fd, buf)
+        })
     }
 }
 
 impl Write for TcpStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let fd = self.socket.as_fd();
-        self.retry(Direction::Write, self.write_timeout, || sys::send(fd, buf))
+        self.retry(Direction::Write, self.write_timeout, buf.len(), || {
+            sys::send(fd, buf)
+        })
     }
 
     fn flush(&mut self) -> io::Result<()> {

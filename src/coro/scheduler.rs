@@ -70,6 +70,35 @@ struct Source {
     generation: u32,
     reader: Option<CoroId>,
     writer: Option<CoroId>,
+    /// Readiness as far as we know: set by every event (waiter or not),
+    /// cleared when a call says `EAGAIN` or reads the queue empty. With
+    /// edge-triggering an edge is reported once; recording it, instead of
+    /// dropping it when nobody waits, lets a read that knows the socket is
+    /// drained park at once instead of asking the kernel to hear `EAGAIN`.
+    readable: bool,
+    writable: bool,
+    /// Sticky: the peer closed its side (`EPOLLRDHUP`), or the socket hung
+    /// up or failed (`EPOLLHUP`, `EPOLLERR`). Those edges come once and no
+    /// call drains them: a read that returned the last data short, with
+    /// the end of stream already known, must still try again to see it.
+    read_closed: bool,
+    write_closed: bool,
+}
+
+impl Source {
+    fn is_ready(&self, direction: Direction) -> bool {
+        match direction {
+            Direction::Read => self.readable || self.read_closed,
+            Direction::Write => self.writable || self.write_closed,
+        }
+    }
+
+    fn drained(&mut self, direction: Direction) {
+        match direction {
+            Direction::Read => self.readable = false,
+            Direction::Write => self.writable = false,
+        }
+    }
 }
 
 /// The handle a socket keeps for its registration.
@@ -308,6 +337,10 @@ fn poll_reactor(timeout: Option<Duration>) {
             };
             let readable = trouble || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0;
             let writable = trouble || bits & libc::EPOLLOUT != 0;
+            source.readable |= readable;
+            source.writable |= writable;
+            source.read_closed |= trouble || bits & libc::EPOLLRDHUP != 0;
+            source.write_closed |= trouble;
             let reader = if readable { source.reader.take() } else { None };
             let writer = if writable { source.writer.take() } else { None };
             for id in [reader, writer].into_iter().flatten() {
@@ -583,9 +616,17 @@ pub fn register(fd: RawFd) -> io::Result<SourceKey> {
                 generation: 0,
                 reader: None,
                 writer: None,
+                readable: true,
+                writable: true,
+                read_closed: false,
+                write_closed: false,
             });
             s.sources.len() - 1
         });
+        // Unknown yet, so assumed ready: the first call finds out.
+        let source = &mut s.sources[index];
+        (source.readable, source.writable) = (true, true);
+        (source.read_closed, source.write_closed) = (false, false);
         let key = SourceKey {
             index,
             generation: s.sources[index].generation,
@@ -620,13 +661,41 @@ pub fn deregister(key: SourceKey, fd: RawFd) {
     });
 }
 
+/// Whether the socket may be ready in `direction`: no call has said
+/// `EAGAIN` (or read it empty) since its last event. A closed socket's
+/// stale key says yes, so that the next call reports what happened.
+pub fn is_ready(key: SourceKey, direction: Direction) -> bool {
+    with(|s| {
+        s.sources
+            .get_mut(key.index)
+            .filter(|src| src.generation == key.generation)
+            .map_or(true, |src| src.is_ready(direction))
+    })
+}
+
+/// Notes that the socket is drained in `direction` (a call said `EAGAIN`,
+/// or a read returned less than it asked for: the queue is empty), so that
+/// the next call waits for an event first.
+pub fn clear_ready(key: SourceKey, direction: Direction) {
+    with(|s| {
+        if let Some(src) = s
+            .sources
+            .get_mut(key.index)
+            .filter(|src| src.generation == key.generation)
+        {
+            src.drained(direction);
+        }
+    });
+}
+
 /// Parks the running coroutine until its socket is ready in `direction`,
-/// or `deadline` passes. Call only after the operation said `EAGAIN`
-/// (edge-triggered: the edge that ended the `EAGAIN` wakes us).
+/// or `deadline` passes. Call only once the socket is known drained (a
+/// call said `EAGAIN`): the next edge wakes us.
 pub fn wait_io(key: SourceKey, direction: Direction, deadline: Option<Instant>) {
     with(|s| {
         let id = s.current.expect("wait_io outside a coroutine");
         let source = &mut s.sources[key.index];
+        source.drained(direction);
         let slot = match direction {
             Direction::Read => &mut source.reader,
             Direction::Write => &mut source.writer,
