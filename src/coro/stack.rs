@@ -28,17 +28,14 @@
 
 use std::cell::Cell;
 use std::io;
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
-use crate::sys::Mapping;
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+use crate::sys::{self, Mapping};
 
 /// Usable bytes per coroutine stack.
 pub const STACK_SIZE: usize = 64 * 1024;
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
 
 /// One coroutine stack; unmapped on drop.
 #[derive(Debug)]
@@ -52,7 +49,7 @@ pub struct Stack {
 impl Stack {
     /// Maps a fresh stack: guard page, then [`STACK_SIZE`] bytes.
     pub fn new() -> io::Result<Stack> {
-        let guard = page_size();
+        let guard = sys::page_size();
         // All PROT_NONE, then the part above the guard page made usable:
         // the guard is what stays PROT_NONE. MAP_NORESERVE: stacks are
         // mostly untouched, so do not count them against overcommit.
@@ -124,26 +121,23 @@ pub fn install_overflow_handler() -> io::Result<()> {
     static INSTALL: Once = Once::new();
     let mut result = Ok(());
     INSTALL.call_once(|| {
-        let mut action: libc::sigaction = unsafe_zeroed();
-        action.sa_sigaction = on_segv as *const () as usize;
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-        let mut previous: libc::sigaction = unsafe_zeroed();
-        // SAFETY: installing a handler that only reads thread-locals with
-        // const initialisers and the saved previous action, writes to
-        // stderr, and aborts or hands over.
-        if unsafe { libc::sigaction(libc::SIGSEGV, &action, &mut previous) } != 0 {
-            result = Err(io::Error::last_os_error());
-        } else {
-            let _ = PREVIOUS.set(Previous(previous));
+        let action = SigAction::new(
+            SigHandler::SigAction(on_segv),
+            SaFlags::SA_SIGINFO | SaFlags::SA_ONSTACK,
+            SigSet::empty(),
+        );
+        // SAFETY: the handler only reads thread-locals with const
+        // initialisers and the saved previous action, writes to stderr,
+        // and aborts or hands over: all async-signal-safe.
+        match unsafe { signal::sigaction(Signal::SIGSEGV, &action) } {
+            Ok(previous) => {
+                let _ = PREVIOUS.set(previous);
+            }
+            Err(errno) => result = Err(io::Error::from(errno)),
         }
     });
     result?;
     alternate_signal_stack()
-}
-
-fn unsafe_zeroed() -> libc::sigaction {
-    // SAFETY: sigaction is plain data; zero is "no handler, no flags".
-    unsafe { std::mem::zeroed() }
 }
 
 thread_local! {
@@ -152,12 +146,7 @@ thread_local! {
 
 /// The SIGSEGV action before ours (std's, which names overflows of
 /// ordinary thread stacks): every fault that is not a coroutine's goes to it.
-struct Previous(libc::sigaction);
-// SAFETY: a plain C struct, written once before any fault can read it.
-unsafe impl Sync for Previous {}
-// SAFETY: as above.
-unsafe impl Send for Previous {}
-static PREVIOUS: std::sync::OnceLock<Previous> = std::sync::OnceLock::new();
+static PREVIOUS: OnceLock<SigAction> = OnceLock::new();
 
 /// A per-thread alternate stack for signal handlers (leaked: it must live
 /// as long as the thread, and threads running schedulers are few).
@@ -165,58 +154,33 @@ fn alternate_signal_stack() -> io::Result<()> {
     if ALT_STACK.with(Cell::get) {
         return Ok(());
     }
-    let size = 64 * 1024;
-    let memory = Box::leak(vec![0u8; size].into_boxed_slice());
-    let stack = libc::stack_t {
-        ss_sp: memory.as_mut_ptr().cast(),
-        ss_flags: 0,
-        ss_size: size,
-    };
-    // SAFETY: the memory is leaked, so it outlives the thread.
-    if unsafe { libc::sigaltstack(&stack, std::ptr::null_mut()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let memory = Box::leak(vec![0u8; 64 * 1024].into_boxed_slice());
+    sys::set_alternate_signal_stack(memory)?;
     ALT_STACK.with(|a| a.set(true));
     Ok(())
 }
 
-extern "C" fn on_segv(
-    signal: libc::c_int,
-    info: *mut libc::siginfo_t,
-    _context: *mut libc::c_void,
-) {
+extern "C" fn on_segv(signo: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let address = unsafe { (*info).si_addr() } as usize;
     let (low, high) = GUARD.with(|g| (g[0].get(), g[1].get()));
     if low != 0 && (low..high).contains(&address) {
         let message = b"fatal: coroutine stack overflow (the guard page below a coroutine's stack was touched)\n";
-        // SAFETY: write(2) and abort(3) are async-signal-safe.
-        unsafe {
-            libc::write(2, message.as_ptr().cast(), message.len());
-            libc::abort();
-        }
+        // write(2) and abort(3) are async-signal-safe; `stderr()` takes no
+        // lock until it is written through, and it is not.
+        let _ = nix::unistd::write(std::io::stderr(), message);
+        std::process::abort();
     }
     // Any other fault: hand it to the handler we replaced (std's tells an
     // ordinary thread's stack overflow apart and prints its own message),
     // or, without one, restore the default action and return, so that the
     // faulting instruction runs again and the process dies as it would have.
-    if let Some(Previous(previous)) = PREVIOUS.get() {
-        let handler = previous.sa_sigaction;
-        if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
-            if previous.sa_flags & libc::SA_SIGINFO != 0 {
-                // SAFETY: the previous handler was installed with
-                // SA_SIGINFO, so it has this three-argument signature.
-                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                    unsafe { std::mem::transmute(handler) };
-                f(signal, info, _context);
-            } else {
-                // SAFETY: a one-argument handler, as installed.
-                let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
-                f(signal);
-            }
-            return;
+    match PREVIOUS.get().map(SigAction::handler) {
+        Some(SigHandler::SigAction(previous)) => previous(signo, info, context),
+        Some(SigHandler::Handler(previous)) => previous(signo),
+        _ => {
+            // SAFETY: resetting SIGSEGV's action to the default.
+            let _ = unsafe { signal::signal(Signal::SIGSEGV, SigHandler::SigDfl) };
         }
     }
-    // SAFETY: resetting a signal's action to SIG_DFL.
-    unsafe { libc::signal(signal, libc::SIG_DFL) };
 }

@@ -261,6 +261,28 @@ pub fn exit_now(status: i32) -> ! {
     unsafe { libc::_exit(status) }
 }
 
+/// The size of a memory page (`sysconf(_SC_PAGESIZE)`): 4 KiB on x86-64,
+/// 4, 16 or 64 KiB on aarch64 kernels.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// Gives the calling thread an alternate stack for signal handlers
+/// installed with `SA_ONSTACK` (`sigaltstack(2)`): a handler for a stack
+/// overflow cannot run on the stack that overflowed. The memory is
+/// `'static` because the kernel keeps using it for the thread's life.
+pub fn set_alternate_signal_stack(memory: &'static mut [u8]) -> io::Result<()> {
+    let stack = libc::stack_t {
+        ss_sp: memory.as_mut_ptr().cast(),
+        ss_flags: 0,
+        ss_size: memory.len(),
+    };
+    // SAFETY: `stack` describes memory that lives (and is used by nothing
+    // else) for the rest of the process; the old stack is not asked for.
+    unsafe { syscall!(sigaltstack(&stack, std::ptr::null_mut())) }.map(drop)
+}
+
 /// Sets another process's soft and hard `resource` limit to `value`
 /// (`prlimit(2)`): how `lab demo signal-overflow` shrinks a running
 /// server's real-time signal queue, as `prlimit --pid` would.
