@@ -303,11 +303,13 @@ impl Loop<'_> {
                     .completion()
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
-            if self.ring.completion().overflow() != before {
-                // Completions the kernel could not post were dropped (only
-                // on kernels without IORING_FEAT_NODROP): say so.
-                bump(Counter::Overflows);
-            }
+            // The ring's overflow counter counts every completion the
+            // kernel dropped: all of them on a full ring before Linux 5.5,
+            // since then (IORING_FEAT_NODROP) only those it could not even
+            // queue for later, out of memory. The one place they are
+            // counted (the EBADR that follows a drop is not counted again).
+            let dropped = self.ring.completion().overflow().wrapping_sub(before);
+            counters::add(Counter::Overflows, u64::from(dropped));
             for i in 0..self.completions.len() {
                 let (data, result, flags) = self.completions[i];
                 self.complete(data, result, flags)?;
