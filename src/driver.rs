@@ -25,7 +25,10 @@
 //! driver remembers what is known ready and reads until `EAGAIN`. To keep one
 //! busy client from starving the others it stops after [`EDGE_READ_BUDGET`]
 //! reads and puts the connection on a *deferred* queue, which the model runs
-//! (with a zero wait timeout) before it sleeps again.
+//! (with a zero wait timeout) before it sleeps again. The listener gets the
+//! same treatment: an accept that stops at [`ACCEPT_BUDGET`] under edge
+//! triggering leaves the rest queued without a new report, so the deferred
+//! work includes "accept again".
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
@@ -188,6 +191,9 @@ pub struct Driver {
     open: usize,
     timers: Timers<Token>,
     deferred: VecDeque<Token>,
+    /// Edge-triggered, the last accept stopped at its budget: connections
+    /// may still be queued, and no new report will say so.
+    accept_pending: bool,
     changes: Vec<Change>,
     scratch: Box<[u8]>,
     now: Instant,
@@ -207,6 +213,7 @@ impl Driver {
             open: 0,
             timers: Timers::new(),
             deferred: VecDeque::new(),
+            accept_pending: false,
             changes: Vec::new(),
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             now: Instant::now(),
@@ -258,16 +265,18 @@ impl Driver {
 
     /// Accepts the connections waiting on the listener (at most
     /// [`ACCEPT_BUDGET`], so a flood of connects cannot starve the clients
-    /// already served). Returns whether the queue may hold more (the
-    /// budget ran out), which matters to edge-triggered models: they will
-    /// not be told again. `Err` only if the listener itself failed.
-    pub fn accept_ready(&mut self) -> io::Result<bool> {
+    /// already served). If the budget runs out under edge triggering, the
+    /// rest is deferred work: [`Driver::has_deferred`] says so, and
+    /// [`Driver::run_deferred`] accepts again. `Err` only if the listener
+    /// itself failed.
+    pub fn accept_ready(&mut self) -> io::Result<()> {
         // The loop may have slept for hours: a connection accepted now must
         // not start life already past its idle deadline.
         self.now = Instant::now();
+        self.accept_pending = false;
         for _ in 0..ACCEPT_BUDGET {
             let Some(acceptor) = self.acceptor.as_mut() else {
-                return Ok(false);
+                return Ok(());
             };
             match acceptor.accept()? {
                 Accepted::Conn(admitted) => {
@@ -275,10 +284,13 @@ impl Driver {
                     self.open_conn(socket, place);
                 }
                 Accepted::Again => continue,
-                Accepted::Empty => return Ok(false),
+                Accepted::Empty => return Ok(()),
             }
         }
-        Ok(true)
+        // Level-triggered, the listener is reported again while it has
+        // connections queued.
+        self.accept_pending = self.trigger == Trigger::Edge;
+        Ok(())
     }
 
     fn open_conn(&mut self, socket: OwnedFd, place: ConnPermit) {
@@ -387,14 +399,19 @@ impl Driver {
         }
     }
 
-    /// Whether connections are waiting on the deferred queue (the model
-    /// must then not sleep in its wait).
+    /// Whether work was deferred: connections on the deferred queue, or
+    /// an accept cut short by its budget (the model must then not sleep in
+    /// its wait).
     pub fn has_deferred(&self) -> bool {
-        !self.deferred.is_empty()
+        !self.deferred.is_empty() || self.accept_pending
     }
 
-    /// Services each connection that was on the deferred queue.
-    pub fn run_deferred(&mut self) {
+    /// Accepts again if an accept was cut short, then services each
+    /// connection that was on the deferred queue.
+    pub fn run_deferred(&mut self) -> io::Result<()> {
+        if self.accept_pending {
+            self.accept_ready()?;
+        }
         for _ in 0..self.deferred.len() {
             let Some(token) = self.deferred.pop_front() else {
                 break;
@@ -404,6 +421,7 @@ impl Driver {
                 self.service(token, Ready::default());
             }
         }
+        Ok(())
     }
 
     fn close(&mut self, token: Token) {

@@ -90,6 +90,32 @@ fn hold_many(server: &Server, n: usize) {
 }
 
 #[test]
+fn a_burst_of_connections_past_the_accept_budget_is_all_served() {
+    // A stopped server accepts nothing: 300 connections queue up in the
+    // kernel's backlog, each with its line sent. Woken, the server hears
+    // of its listener once if that is edge-triggered (mio, signal-driven
+    // IO); its accept stops at the budget (`driver::ACCEPT_BUDGET`, 64),
+    // and the rest must come from the deferred work the driver keeps, not
+    // from a report that will never come.
+    const BURST: usize = 300;
+    for model in event_driven().filter(|m| m.fd_limit.is_none()) {
+        let server = Server::start(model.name, &[]);
+        server.signal(libc::SIGSTOP);
+        let mut clients: Vec<Client> = (0..BURST).map(|_| server.client()).collect();
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.send(format!("queued {i}\n").as_bytes());
+        }
+        server.signal(libc::SIGCONT);
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.expect(format!("QUEUED {i}\n").as_bytes());
+        }
+        let (status, summary) = server.stop();
+        assert!(status.success(), "{}: exit {status}", model.name);
+        assert_eq!(summary.count("accepted"), BURST as u64, "{}", model.name);
+    }
+}
+
+#[test]
 fn every_event_driven_model_holds_5000_connections() {
     for model in event_driven().filter(|m| m.fd_limit.is_none()) {
         let server = Server::start(model.name, &[]);

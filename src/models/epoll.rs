@@ -146,7 +146,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                 token => driver.service(Token(token), ready(bits)),
             }
         }
-        driver.run_deferred();
+        driver.run_deferred()?;
     }
 }
 

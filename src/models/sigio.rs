@@ -76,16 +76,12 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
     let mut owner: Vec<Option<Token>> = Vec::new();
     let mut opened: Vec<Token> = Vec::new();
     // Connections queued before the listener was signal-driven raised no
-    // signal; and an accept that stops at its budget gets no new signal for
-    // the rest (signals are edges). Either way: accept again without waiting.
-    let mut accept_more = true;
+    // signal: accept them now. (An accept that stops at its budget gets no
+    // new signal for the rest either, signals being edges; the driver keeps
+    // that as deferred work.)
+    driver.accept_ready()?;
 
     loop {
-        // Accept before `tick`, so the new connections' idle deadlines
-        // count in how long we may sleep.
-        if accept_more {
-            accept_more = driver.accept_ready()?;
-        }
         let timeout = driver.tick();
         // Mirror every change before sleeping. Bytes that arrived before a
         // new socket was made signal-driven raised no signal, so each new
@@ -116,8 +112,9 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
             return Ok(());
         }
         // Don't sleep while work is known: connections deferred by the read
-        // budget or still queued on the listener.
-        let timeout = if accept_more || driver.has_deferred() {
+        // budget (servicing the new ones above may have added some) or
+        // still queued on the listener.
+        let timeout = if driver.has_deferred() {
             Some(Duration::ZERO)
         } else {
             timeout
@@ -125,28 +122,27 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
         match sigtimedwait(&waited, timeout) {
             Ok(Some(info)) if info.signo == io_signal => {
                 if Some(info.fd) == driver.listener_fd() {
-                    accept_more = driver.accept_ready()?;
+                    driver.accept_ready()?;
                 } else if let Some(token) = owner.get(info.fd as usize).copied().flatten() {
                     driver.service(token, ready(info.band));
                 }
             }
             Ok(Some(info)) if info.signo == libc::SIGIO => {
                 counters::bump(Counter::Overflows);
-                accept_more = poll_everything(&mut driver)?;
+                poll_everything(&mut driver)?;
             }
             Ok(Some(_)) => shutdown::request(), // SIGINT or SIGTERM
             Ok(None) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        driver.run_deferred();
+        driver.run_deferred()?;
     }
 }
 
 /// The realtime queue overflowed and events were lost: ask `poll` about
-/// every descriptor once, and service whatever is ready. Returns whether
-/// the listener may still hold connections.
-fn poll_everything(driver: &mut Driver) -> io::Result<bool> {
+/// every descriptor once, and service whatever is ready.
+fn poll_everything(driver: &mut Driver) -> io::Result<()> {
     let mut fds: Vec<PollFd> = driver
         .conns()
         .map(|(_, fd, _)| PollFd::new(fd, libc::POLLIN | libc::POLLOUT))
@@ -163,9 +159,9 @@ fn poll_everything(driver: &mut Driver) -> io::Result<bool> {
         }
     }
     if fds.len() > tokens.len() && fds[tokens.len()].revents() != 0 {
-        return driver.accept_ready();
+        driver.accept_ready()?;
     }
-    Ok(false)
+    Ok(())
 }
 
 fn set_owner(owner: &mut Vec<Option<Token>>, fd: RawFd, token: Option<Token>) {

@@ -26,7 +26,6 @@
 use std::io;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
@@ -59,17 +58,13 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
         Interest::READABLE,
     )?;
     let acceptor = Acceptor::new(listener, Blocking::No, config.max_conns)?;
-    let mut driver = Driver::new(acceptor, config, Trigger::Edge);
     // Edge-triggered listener: connections queued beyond the accept budget
-    // raise no new event.
-    let mut accept_more = true;
+    // raise no new event; the driver keeps that as deferred work. Those
+    // queued before registration are taken now, before the first wait.
+    let mut driver = Driver::new(acceptor, config, Trigger::Edge);
+    driver.accept_ready()?;
 
     loop {
-        // Accept before `tick`, so the new connections' idle deadlines
-        // count in how long we may sleep.
-        if accept_more {
-            accept_more = driver.accept_ready()?;
-        }
         let timeout = driver.tick();
         for change in driver.changes() {
             if !matches!(change, Change::Interest { .. }) {
@@ -97,11 +92,6 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
         if driver.finished() {
             return Ok(());
         }
-        let timeout = if accept_more {
-            Some(Duration::ZERO)
-        } else {
-            timeout
-        };
         bump(Counter::EpollWait);
         match poll.poll(&mut events, timeout) {
             Ok(()) => {}
@@ -110,7 +100,7 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
         }
         for event in &events {
             match event.token() {
-                LISTENER => accept_more = driver.accept_ready()?,
+                LISTENER => driver.accept_ready()?,
                 WAKE => {} // `tick` sees the request
                 token => {
                     let trouble = event.is_error();
@@ -123,6 +113,6 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
                 }
             }
         }
-        driver.run_deferred();
+        driver.run_deferred()?;
     }
 }
