@@ -6,6 +6,7 @@ use std::io::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use nix::sys::resource::UsageWho;
 use serde::{Deserialize, Serialize};
 
 use crate::shutdown;
@@ -106,24 +107,29 @@ struct Usage {
 
 impl Usage {
     fn now() -> Usage {
-        use nix::sys::resource::{getrusage, UsageWho};
-        let me = getrusage(UsageWho::RUSAGE_SELF);
-        let children = getrusage(UsageWho::RUSAGE_CHILDREN);
-        let (mut user, mut system) = (Duration::ZERO, Duration::ZERO);
-        for usage in [&me, &children].into_iter().flatten() {
-            user += timeval(usage.user_time());
-            system += timeval(usage.system_time());
-        }
+        let (user, system) = Usage::cpu();
         // Our own peak from VmHWM, not getrusage: Linux carries ru_maxrss
         // across execve, so a server started by a big process (a test
         // harness) would report that process's peak as its own.
+        let children = nix::sys::resource::getrusage(UsageWho::RUSAGE_CHILDREN);
         let children_kb = children.map_or(0, |u| u.max_rss().max(0) as u64);
-        let max_rss_kb = own_peak_rss_kb() + children_kb;
         Usage {
             user,
             system,
-            max_rss_kb,
+            max_rss_kb: own_peak_rss_kb() + children_kb,
         }
+    }
+
+    /// User and system CPU time of this process and its reaped children.
+    fn cpu() -> (Duration, Duration) {
+        let (mut user, mut system) = (Duration::ZERO, Duration::ZERO);
+        for who in [UsageWho::RUSAGE_SELF, UsageWho::RUSAGE_CHILDREN] {
+            if let Ok(usage) = nix::sys::resource::getrusage(who) {
+                user += timeval(usage.user_time());
+                system += timeval(usage.system_time());
+            }
+        }
+        (user, system)
     }
 }
 
@@ -153,10 +159,18 @@ pub fn timeval(tv: nix::sys::time::TimeVal) -> Duration {
 pub fn spawn_status_line() -> std::io::Result<()> {
     shutdown::spawn_thread("stats".into(), || {
         let totals = counters::totals();
-        let syscalls = || -> u64 { counts(Kind::Syscall).values().sum() };
+        // Once a second, but read only what the line shows: no map of
+        // names, no /proc read for a peak that is not printed.
+        let syscalls = || -> u64 {
+            Counter::ALL
+                .iter()
+                .filter(|c| c.kind() == Kind::Syscall)
+                .map(|c| totals.get(*c))
+                .sum()
+        };
         let cpu = || {
-            let u = Usage::now();
-            u.user + u.system
+            let (user, system) = Usage::cpu();
+            user + system
         };
         let (mut last_req, mut last_sys, mut last_cpu) =
             (totals.get(Counter::Requests), syscalls(), cpu());
