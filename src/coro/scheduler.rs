@@ -328,11 +328,7 @@ fn poll_reactor(timeout: Option<Duration>) {
             };
             let bits = event.events as libc::c_int;
             let trouble = bits & (libc::EPOLLERR | libc::EPOLLHUP) != 0;
-            let Some(source) = s
-                .sources
-                .get_mut(key.index)
-                .filter(|src| src.generation == key.generation)
-            else {
+            let Some(source) = s.source(key) else {
                 continue; // a socket closed since: never the wrong coroutine
             };
             let readable = trouble || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0;
@@ -372,6 +368,14 @@ impl Scheduler {
             self.timers.pop_first();
             self.unpark(id);
         }
+    }
+
+    /// The source `key` names, unless it has been deregistered since (its
+    /// slot may hold another socket now).
+    fn source(&mut self, key: SourceKey) -> Option<&mut Source> {
+        self.sources
+            .get_mut(key.index)
+            .filter(|src| src.generation == key.generation)
     }
 
     fn coro(&mut self, id: CoroId) -> Option<&mut Coro> {
@@ -665,12 +669,7 @@ pub fn deregister(key: SourceKey, fd: RawFd) {
 /// `EAGAIN` (or read it empty) since its last event. A closed socket's
 /// stale key says yes, so that the next call reports what happened.
 pub fn is_ready(key: SourceKey, direction: Direction) -> bool {
-    with(|s| {
-        s.sources
-            .get_mut(key.index)
-            .filter(|src| src.generation == key.generation)
-            .map_or(true, |src| src.is_ready(direction))
-    })
+    with(|s| s.source(key).map_or(true, |src| src.is_ready(direction)))
 }
 
 /// Notes that the socket is drained in `direction` (a call said `EAGAIN`,
@@ -678,11 +677,7 @@ pub fn is_ready(key: SourceKey, direction: Direction) -> bool {
 /// the next call waits for an event first.
 pub fn clear_ready(key: SourceKey, direction: Direction) {
     with(|s| {
-        if let Some(src) = s
-            .sources
-            .get_mut(key.index)
-            .filter(|src| src.generation == key.generation)
-        {
+        if let Some(src) = s.source(key) {
             src.drained(direction);
         }
     });
@@ -707,11 +702,7 @@ pub fn wait_io(key: SourceKey, direction: Direction, deadline: Option<Instant>) 
     park_until(deadline);
     // Woken by a timer or for nothing: stop waiting on the socket.
     with(|s| {
-        if let Some(source) = s
-            .sources
-            .get_mut(key.index)
-            .filter(|src| src.generation == key.generation)
-        {
+        if let Some(source) = s.source(key) {
             let slot = match direction {
                 Direction::Read => &mut source.reader,
                 Direction::Write => &mut source.writer,
