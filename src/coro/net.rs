@@ -48,7 +48,7 @@ impl Registration {
 
     /// Notes that a call left the descriptor drained in `direction`.
     pub fn drained(&self, direction: Direction) {
-        scheduler::clear_ready(self.key, direction);
+        scheduler::drained(self.key, direction);
     }
 }
 

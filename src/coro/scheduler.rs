@@ -86,6 +86,28 @@ struct Source {
 }
 
 impl Source {
+    /// A newly registered socket: nobody waits, and its readiness is not
+    /// known yet, so it is assumed: the first call finds out.
+    fn new(generation: u32) -> Source {
+        Source {
+            generation,
+            reader: None,
+            writer: None,
+            readable: true,
+            writable: true,
+            read_closed: false,
+            write_closed: false,
+        }
+    }
+
+    /// Who waits on this socket in `direction`.
+    fn waiter(&mut self, direction: Direction) -> &mut Option<CoroId> {
+        match direction {
+            Direction::Read => &mut self.reader,
+            Direction::Write => &mut self.writer,
+        }
+    }
+
     fn is_ready(&self, direction: Direction) -> bool {
         match direction {
             Direction::Read => self.readable || self.read_closed,
@@ -616,21 +638,11 @@ unsafe extern "C" fn entry(data: usize) -> ! {
 pub fn register(fd: RawFd) -> io::Result<SourceKey> {
     with(|s| {
         let index = s.free_sources.pop().unwrap_or_else(|| {
-            s.sources.push(Source {
-                generation: 0,
-                reader: None,
-                writer: None,
-                readable: true,
-                writable: true,
-                read_closed: false,
-                write_closed: false,
-            });
+            s.sources.push(Source::new(0));
             s.sources.len() - 1
         });
-        // Unknown yet, so assumed ready: the first call finds out.
-        let source = &mut s.sources[index];
-        (source.readable, source.writable) = (true, true);
-        (source.read_closed, source.write_closed) = (false, false);
+        // A reused slot keeps only its generation (bumped when it was freed).
+        s.sources[index] = Source::new(s.sources[index].generation);
         let key = SourceKey {
             index,
             generation: s.sources[index].generation,
@@ -675,7 +687,7 @@ pub fn is_ready(key: SourceKey, direction: Direction) -> bool {
 /// Notes that the socket is drained in `direction` (a call said `EAGAIN`,
 /// or a read returned less than it asked for: the queue is empty), so that
 /// the next call waits for an event first.
-pub fn clear_ready(key: SourceKey, direction: Direction) {
+pub fn drained(key: SourceKey, direction: Direction) {
     with(|s| {
         if let Some(src) = s.source(key) {
             src.drained(direction);
@@ -691,11 +703,7 @@ pub fn wait_io(key: SourceKey, direction: Direction, deadline: Option<Instant>) 
         let id = s.current.expect("wait_io outside a coroutine");
         let source = &mut s.sources[key.index];
         source.drained(direction);
-        let slot = match direction {
-            Direction::Read => &mut source.reader,
-            Direction::Write => &mut source.writer,
-        };
-        if slot.replace(id).is_none() {
+        if source.waiter(direction).replace(id).is_none() {
             s.io_waiters += 1;
         }
     });
@@ -703,11 +711,7 @@ pub fn wait_io(key: SourceKey, direction: Direction, deadline: Option<Instant>) 
     // Woken by a timer or for nothing: stop waiting on the socket.
     with(|s| {
         if let Some(source) = s.source(key) {
-            let slot = match direction {
-                Direction::Read => &mut source.reader,
-                Direction::Write => &mut source.writer,
-            };
-            if slot.take().is_some() {
+            if source.waiter(direction).take().is_some() {
                 s.io_waiters -= 1;
             }
         }
