@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 
-use crate::models::{self, Model};
+use crate::models::Model;
 
 /// A source file compiled in: its path in the repository and its text.
 struct Source {
@@ -186,7 +186,7 @@ pub fn write_pages(chosen: &[&Model], dir: &Path) -> io::Result<usize> {
         let page = render(&header, std::slice::from_ref(&shared.source), &style);
         std::fs::write(dir.join(format!("{}.html", shared.name)), page)?;
     }
-    std::fs::write(dir.join("index.html"), index(&style))?;
+    std::fs::write(dir.join("index.html"), index(chosen, &style))?;
     Ok(chosen.len() + SHARED.len() + 1)
 }
 
@@ -372,13 +372,15 @@ fn render(header: &Header<'_>, sources: &[Source], style: &str) -> String {
     )
 }
 
-fn index(style: &str) -> String {
+/// The index of the pages written: the chosen models (a page for a model
+/// not written would be a dead link) and every shared piece.
+fn index(chosen: &[&Model], style: &str) -> String {
     let mut body = String::from(
         "<header><h1>Annotated source</h1><p>Every model's source with its comments \
          beside its code. Read the left column down; glance right for the proof.</p>\
          <nav><a href=\"../introduction.html\">the book</a></nav></header>\n<h2>Models</h2><ul>",
     );
-    for model in models::all() {
+    for model in chosen {
         let _ = write!(
             body,
             "<li><a href=\"{0}.html\">{0}</a> — {1}</li>",
@@ -440,6 +442,7 @@ tr + tr td { border-top: 1px solid #eeeeea; }
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models;
 
     #[test]
     fn comments_start_sections_and_code_follows_them() {

@@ -181,7 +181,7 @@ pub fn descendants(pid: i32) -> Vec<i32> {
 /// processes that map it, while memory a process allocates for itself (a
 /// buffer of pending responses) counts in full. Returns 0 if the process is
 /// gone.
-pub fn memory_kib(pid: i32) -> u64 {
+fn memory_kib(pid: i32) -> u64 {
     let field = |path: String, key: &str| -> Option<u64> {
         let text = std::fs::read_to_string(path).ok()?;
         let line = text.lines().find(|l| l.starts_with(key))?;

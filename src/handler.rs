@@ -135,7 +135,9 @@ fn write_all<C: Conn>(conn: &mut C, mut bytes: &[u8], config: &Config) -> io::Re
     Ok(())
 }
 
-fn is_timeout(err: &io::Error) -> bool {
+/// Whether a read on a socket with a timeout ran out of time (Linux says
+/// `EAGAIN` for `SO_RCVTIMEO`, which std reports as `WouldBlock`).
+pub(crate) fn is_timeout(err: &io::Error) -> bool {
     matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 

@@ -55,12 +55,16 @@ pub struct Summary {
 impl Summary {
     /// Total syscalls per answered request (0 when nothing was answered).
     pub fn syscalls_per_request(&self) -> f64 {
-        let total: u64 = self.syscalls.values().sum();
         if self.requests == 0 {
             0.0
         } else {
-            total as f64 / self.requests as f64
+            self.total_syscalls() as f64 / self.requests as f64
         }
+    }
+
+    /// Every counted system call, of every kind.
+    pub fn total_syscalls(&self) -> u64 {
+        self.syscalls.values().sum()
     }
 }
 

@@ -26,14 +26,8 @@ fn event_driven() -> impl Iterator<Item = &'static Model> {
 
 /// Sets a resource limit of a running process (root may lower anyone's).
 fn set_limit(pid: i32, resource: libc::__rlimit_resource_t, value: u64) {
-    let limit = libc::rlimit {
-        rlim_cur: value,
-        rlim_max: value,
-    };
-    // SAFETY: prlimit reads the limit from a live local; null means we do
-    // not want the old value back.
-    let rc = unsafe { libc::prlimit(pid, resource, &limit, std::ptr::null_mut()) };
-    assert_eq!(rc, 0, "prlimit({pid}): {}", std::io::Error::last_os_error());
+    iolab::sys::set_process_limit(pid, resource, value)
+        .unwrap_or_else(|e| panic!("prlimit({pid}): {e}"));
 }
 
 /// How many descriptors a process has open.

@@ -42,7 +42,7 @@ fn run(stage: &mut Stage, _model: &Model) -> io::Result<Facts> {
     let summary = stage.stop()?;
     let cpu = summary.cpu_user_s + summary.cpu_sys_s;
     let percent = 100.0 * cpu / summary.wall_s.max(1e-9);
-    let syscalls: u64 = summary.syscalls.values().sum();
+    let syscalls = summary.total_syscalls();
     let busiest = summary
         .syscalls
         .iter()

@@ -60,13 +60,14 @@ fn run(stage: &mut Stage, _model: &Model) -> io::Result<Facts> {
         let mut writer = client.stream().try_clone()?;
         // Write from a second thread: the writes block once the server
         // stops reading, and only our reading lets them finish.
-        let total = burst.len();
-        let data = burst.clone();
-        let done = std::thread::spawn(move || writer.write_all(&data));
-        std::thread::sleep(Duration::from_millis(200));
-        backed_up += client.drain(total, Duration::from_secs(20))?;
-        done.join()
-            .map_err(|_| io::Error::other("the writer panicked"))??;
+        // A scoped thread borrows the one burst instead of copying it.
+        std::thread::scope(|scope| {
+            let done = scope.spawn(|| writer.write_all(&burst));
+            std::thread::sleep(Duration::from_millis(200));
+            backed_up += client.drain(burst.len(), Duration::from_secs(20))?;
+            done.join()
+                .map_err(|_| io::Error::other("the writer panicked"))?
+        })?;
     }
     stage.say(format_args!(
         "phase 2 done: {} KiB of answers read back",

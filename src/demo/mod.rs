@@ -32,6 +32,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::child::ServerProcess;
+use crate::handler::is_timeout;
 use crate::models::{self, Model};
 
 mod batching;
@@ -91,7 +92,7 @@ pub fn find(name: &str) -> Option<&'static Demo> {
 }
 
 /// One model's run of a demo.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct Run {
     /// The model with its flags, as given (`epoll --edge`).
     pub model: String,
@@ -226,8 +227,7 @@ impl Stage {
     }
 
     /// Starts the run's model with its flags plus `extra`, and returns the
-    /// address it listens on. A model given without `--workers` gets
-    /// `workers` when it takes that option (the pool demos need a small one).
+    /// address it listens on.
     pub fn start(&mut self, extra: &[&str]) -> io::Result<String> {
         let mut args: Vec<&str> = self.spec.split_whitespace().collect();
         args.extend_from_slice(extra);
@@ -244,8 +244,16 @@ impl Stage {
     }
 
     /// The running server's process id.
+    ///
+    /// # Panics
+    ///
+    /// If no server is running: a pid of 0 would mean "every process" to
+    /// the /proc walk and "ourselves" to `prlimit`.
     pub fn server_pid(&self) -> i32 {
-        self.server.as_ref().map_or(0, ServerProcess::pid)
+        self.server
+            .as_ref()
+            .map(ServerProcess::pid)
+            .expect("server_pid before Stage::start")
     }
 
     /// Stops the server (SIGTERM, drain) and returns its summary.
@@ -310,14 +318,7 @@ impl Peer {
                 "the server closed the connection",
             )),
             Ok(_) => Ok(Some(line.trim_end_matches('\n').to_string())),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(e) if is_timeout(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -351,14 +352,7 @@ impl Peer {
             match self.reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => got += n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break
-                }
+                Err(e) if is_timeout(&e) => break,
                 Err(e) => return Err(e),
             }
         }
