@@ -17,19 +17,31 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// README.md, docs/src/**/*.md and labs/*.md.
-fn markdown_files() -> Vec<PathBuf> {
-    let mut files = vec![root().join("README.md")];
-    let mut dirs = vec![root().join("docs/src"), root().join("labs")];
+/// Every file below `dir`, at any depth.
+fn files_under(dir: PathBuf) -> Vec<PathBuf> {
+    let (mut files, mut dirs) = (Vec::new(), vec![dir]);
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = entry.path();
             if path.is_dir() {
                 dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "md") {
+            } else {
                 files.push(path);
             }
         }
+    }
+    files
+}
+
+/// README.md, docs/src/**/*.md and labs/*.md.
+fn markdown_files() -> Vec<PathBuf> {
+    let mut files = vec![root().join("README.md")];
+    for dir in ["docs/src", "labs"] {
+        files.extend(
+            files_under(root().join(dir))
+                .into_iter()
+                .filter(|path| path.extension().is_some_and(|e| e == "md")),
+        );
     }
     files.sort();
     files
@@ -228,53 +240,51 @@ fn the_command_extractor_reads_shell_lines() {
 /// traits, modules, constants, statics, enum variants and fields.
 fn defined_names() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    let mut dirs = vec![root().join("src")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                names.insert(path.file_name().unwrap().to_string_lossy().into_owned());
-                dirs.push(path);
-                continue;
+    let src = root().join("src");
+    for path in files_under(src.clone()) {
+        // The module a file is in (its folder, below src/), and the file's own.
+        let folder = path.parent().unwrap();
+        if folder != src {
+            let name = folder.file_name().unwrap();
+            names.insert(name.to_string_lossy().into_owned());
+        }
+        names.insert(path.file_stem().unwrap().to_string_lossy().into_owned());
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines() {
+            let words: Vec<&str> = line
+                .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '!'))
+                .filter(|w| !w.is_empty())
+                .collect();
+            for pair in words.windows(2) {
+                if matches!(
+                    pair[0],
+                    "fn" | "struct"
+                        | "enum"
+                        | "trait"
+                        | "mod"
+                        | "const"
+                        | "static"
+                        | "type"
+                        | "macro_rules!"
+                ) {
+                    names.insert(pair[1].to_string());
+                }
             }
-            names.insert(path.file_stem().unwrap().to_string_lossy().into_owned());
-            let text = std::fs::read_to_string(&path).unwrap();
-            for line in text.lines() {
-                let words: Vec<&str> = line
-                    .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '!'))
-                    .filter(|w| !w.is_empty())
-                    .collect();
-                for pair in words.windows(2) {
-                    if matches!(
-                        pair[0],
-                        "fn" | "struct"
-                            | "enum"
-                            | "trait"
-                            | "mod"
-                            | "const"
-                            | "static"
-                            | "type"
-                            | "macro_rules!"
-                    ) {
-                        names.insert(pair[1].to_string());
-                    }
-                }
-                // Variants and fields: `Name,` `Name(` `Name {` `name:` at
-                // the start of a line.
-                let trimmed = line.trim_start().trim_start_matches("pub ");
-                let ident: String = trimmed
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                let after = trimmed[ident.len()..].trim_start();
-                if !ident.is_empty()
-                    && (after.starts_with(',')
-                        || after.starts_with('(')
-                        || after.starts_with('{')
-                        || (after.starts_with(':') && !after.starts_with("::")))
-                {
-                    names.insert(ident);
-                }
+            // Variants and fields: `Name,` `Name(` `Name {` `name:` at
+            // the start of a line.
+            let trimmed = line.trim_start().trim_start_matches("pub ");
+            let ident: String = trimmed
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let after = trimmed[ident.len()..].trim_start();
+            if !ident.is_empty()
+                && (after.starts_with(',')
+                    || after.starts_with('(')
+                    || after.starts_with('{')
+                    || (after.starts_with(':') && !after.starts_with("::")))
+            {
+                names.insert(ident);
             }
         }
     }
