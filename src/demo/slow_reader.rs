@@ -10,10 +10,11 @@
 //! stays flat, and every other client is still served.
 
 use std::io::{self, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{ms, Demo, Facts, Peer, Run, Stage};
 use crate::child::tree_memory_kib;
+use crate::handler::is_timeout;
 use crate::models::Model;
 
 pub const DEMO: Demo = Demo {
@@ -101,18 +102,17 @@ fn push_until_stalled(
     pid: i32,
 ) -> io::Result<(Peer, usize)> {
     let mut hog = Peer::connect(addr)?;
-    hog.stream().set_nonblocking(true)?;
+    // A write that can make no progress for STALLED gives up: the stall.
+    hog.stream().set_write_timeout(Some(STALLED))?;
     stage.say(format_args!(
         "{name} connects and writes requests without ever reading"
     ));
     let chunk = b"please upper-case this line and keep the answer for me, thanks\n".repeat(1024);
     let (mut sent, mut next_report) = (0usize, 1usize << 20);
-    let mut progress = Instant::now();
-    while sent < MOST && progress.elapsed() < STALLED {
+    while sent < MOST {
         match hog.stream().write(&chunk) {
             Ok(n) => {
                 sent += n;
-                progress = Instant::now();
                 if sent >= next_report {
                     stage.say(format_args!(
                         "{name} has written {} KiB; server PSS {} KiB",
@@ -122,9 +122,7 @@ fn push_until_stalled(
                     next_report *= 2;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
+            Err(e) if is_timeout(&e) => break,
             Err(e) => return Err(e),
         }
     }
