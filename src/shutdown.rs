@@ -1,10 +1,10 @@
 //! Graceful shutdown on SIGINT and SIGTERM, for every model.
 //!
-//! PROTOCOL.md asks a server that is told to stop to stop accepting, answer
-//! every complete line it already holds, flush, close and exit 0, all within
-//! the drain timeout. The hard part is *waking* code that is blocked in a
-//! system call, and doing it without a race: a flag checked just before a
-//! blocking call can be set just after the check, and the call then sleeps
+//! docs/src/protocol.md asks a server that is told to stop to stop accepting,
+//! answer every complete line it already holds, flush, close and exit 0, all
+//! within the drain timeout. The hard part is *waking* code that is blocked
+//! in a system call, and doing it without a race: a flag checked just before
+//! a blocking call can be set just after the check, and the call then sleeps
 //! forever.
 //!
 //! The signal handler therefore does not only set a flag. It also acts on the

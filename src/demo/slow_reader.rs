@@ -2,12 +2,12 @@
 //!
 //! The hog writes request after request and never reads an answer. Each
 //! answer is as long as its request, so a server that kept reading would
-//! pile the answers up in its memory without bound. PROTOCOL.md's
-//! `MAX_PENDING` (256 KiB) says: stop reading a connection whose unsent
-//! answers pass it. Then the server's receive buffer fills, TCP's window
-//! closes, the hog's send buffer fills, and its writes stop: the kernel's
-//! flow control carries the backpressure to the client. The server's memory
-//! stays flat, and every other client is still served.
+//! pile the answers up in its memory without bound. The protocol's
+//! `MAX_PENDING` (256 KiB, docs/src/protocol.md) says: stop reading a
+//! connection whose unsent answers pass it. Then the server's receive buffer
+//! fills, TCP's window closes, the hog's send buffer fills, and its writes
+//! stop: the kernel's flow control carries the backpressure to the client.
+//! The server's memory stays flat, and every other client is still served.
 
 use std::io::{self, Write};
 use std::time::Duration;
