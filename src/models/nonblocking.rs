@@ -8,21 +8,22 @@
 //!
 //! That works — this model passes every conformance test — and it is the
 //! *wrong* way to wait: the thread never sleeps. With nothing to do it
-//! still sweeps, millions of failing syscalls a second, and one core reads
-//! 100 % in `top` (run with `--stats` and watch the syscalls per second). Stevens
-//! calls it "polling" and warns against it; every later model exists to let
-//! the kernel say *which* sockets are ready, so the thread can sleep.
+//! still sweeps, hundreds of thousands of failing syscalls a second, and
+//! one core reads busy in `top` (run with `--stats` and watch the syscalls
+//! per second). Stevens calls it "polling" and warns against it; every
+//! later model exists to let the kernel say *which* sockets are ready, so
+//! the thread can sleep.
 //!
 //! ## One request, step by step
 //!
 //! ```text
 //! loop (never sleeps)                                        client
 //! accept4(listener) → EAGAIN
-//! read(c1) → EAGAIN   read(c2) → EAGAIN   ...                "hi\n"
+//! recv(c1) → EAGAIN   recv(c2) → EAGAIN   ...                "hi\n"
 //! accept4(listener) → EAGAIN
-//! read(c1) → "hi\n"
-//! write(c1, "HI\n")
-//! read(c2) → EAGAIN   ...
+//! recv(c1) → "hi\n"
+//! send(c1, "HI\n")
+//! recv(c2) → EAGAIN   ...
 //! ```
 //!
 //! ## `--spin-sleep-us N`
@@ -34,8 +35,8 @@
 //!
 //! ## Costs
 //!
-//! - **Syscalls per request:** unbounded: one `accept` and one `read` per
-//!   connection per sweep, whether anything arrived or not.
+//! - **Syscalls per request:** unbounded: one `accept` per sweep and one
+//!   `recv` per connection per sweep, whether anything arrived or not.
 //! - **CPU while idle:** one core, all the time (with no sleep).
 //! - **At 10,000 clients:** each sweep is 10,001 syscalls, so a request
 //!   waits on average half a sweep (milliseconds) before it is even seen.
