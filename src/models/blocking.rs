@@ -29,9 +29,12 @@
 //! - **Memory per connection:** one connection at a time, so ~32 KiB of
 //!   buffers in all, however many clients wait.
 //! - **At 10,000 clients:** one is served; 4,096 wait in the accept queue
-//!   (the backlog) and the rest see their `connect` time out. A client that
-//!   opens a connection and says nothing stops the whole server for the
-//!   idle timeout.
+//!   (the backlog). Past it the kernel drops handshakes: a dropped SYN is
+//!   retried until `connect` times out, and a dropped final ACK leaves a
+//!   client whose `connect` succeeded talking to a connection the server
+//!   does not have yet (`net.ipv4.tcp_abort_on_overflow=0`, the default).
+//!   A client that opens a connection and says nothing stops the whole
+//!   server for the idle timeout.
 //!
 //! ## Failure modes, and what the code does
 //!
