@@ -11,21 +11,25 @@
 //!
 //! ```text
 //! coroutine (connection A)        scheduler / reactor              client
-//! handler::handle: read() ──► recv → EAGAIN
+//! handler::handle: read() ──► recv → EAGAIN (a new socket: asked once)
 //!                             park A; run B, C ...
 //!                             nothing runnable: epoll_wait ..      "hi\n"
-//!                                     A's socket ready
+//!                                     A's socket ready (recorded)
 //!                             resume A
-//!            read() ◄──────── recv → "hi\n"
+//!            read() ◄──────── recv → "hi\n" (short: queue empty,
+//!                                     marked drained)
 //! write_all("HI\n") ────────► send → 3 (no park)
-//! read() ───────────────────► recv → EAGAIN, park A ...
+//! read() ───────────────────► drained: park A at once, no recv ...
 //! ```
 //!
 //! ## Costs
 //!
-//! - **Syscalls per request:** `recv` + `send` + the `recv` that says
-//!   `EAGAIN` before parking, plus a share of `epoll_wait`: about the
-//!   edge-triggered `epoll` model's count, with code shaped like `threads`.
+//! - **Syscalls per request:** `recv` + `send`, plus a share of
+//!   `epoll_wait`. A read that comes back short has emptied the socket, so
+//!   the next one parks without asking the kernel to hear `EAGAIN`; the
+//!   reactor records every edge, so the next line's edge is not lost. That
+//!   is the edge-triggered `epoll` model's count, with code shaped like
+//!   `threads`.
 //! - **Memory per connection:** the coroutine's stack pages actually
 //!   touched (64 KiB reserved, one 4 KiB page resident here) plus the
 //!   handler's 16 KiB read buffer, held across the wait: about 23 KiB in
@@ -38,7 +42,7 @@
 //!
 //! - *A coroutine that never yields* (a long computation) stalls every
 //!   other connection of its thread: cooperative scheduling. The handler
-//!   yields at every `EAGAIN`.
+//!   parks only when its socket has nothing to read or no room to write.
 //! - *Stack overflow* hits a guard page and ends the process with a clear
 //!   message (see [`crate::coro::stack`]).
 //! - *Shutdown*: the stop signal shuts the listener down; the accept loop
