@@ -109,7 +109,11 @@ impl ConnPermit {
     /// Takes a place if fewer than `max_conns` are taken (for models that
     /// accept through their own listener type, like tokio's).
     pub fn try_acquire(max_conns: usize) -> Option<ConnPermit> {
-        counters::try_open_conn(max_conns).then_some(ConnPermit(()))
+        // `then`, not `then_some`: `then_some(ConnPermit(()))` builds the
+        // permit before the check is looked at, and when the check fails
+        // that permit is dropped, giving back a place it never took. Every
+        // second refused connection then found a free place.
+        counters::try_open_conn(max_conns).then(|| ConnPermit(()))
     }
 
     /// Keeps the place taken after this value is gone: the fork model's

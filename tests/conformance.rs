@@ -445,8 +445,9 @@ fn vanishing_writer(t: &Target) {
 // Errors: MAX_CONNS, IDLE_TIMEOUT
 // ---------------------------------------------------------------------------
 
-/// Errors, MAX_CONNS (3 here): a connection beyond the limit gets exactly
-/// `error: too many connections\n` and is closed; the others are untouched;
+/// Errors, MAX_CONNS (3 here): every connection beyond the limit (three
+/// in a row here) gets exactly `error: too many connections\n` and is
+/// closed, while the three admitted ones stay open; they are untouched;
 /// once one of them leaves, a new connection is served again.
 fn max_conns(t: &Target) {
     // Four workers, more than the limit, so that a pool model is not what
@@ -468,10 +469,14 @@ fn max_conns(t: &Target) {
         c.roundtrip(format!("connection {i}\n").as_bytes());
     }
 
-    let mut fourth = server.client();
-    fourth.expect(b"error: too many connections\n");
-    fourth.expect_eof();
-    drop(fourth);
+    // Every connection over the limit is refused, not only the first: a
+    // refusal must not give back a place it never took (which let every
+    // second extra connection in).
+    for _ in 0..3 {
+        let mut extra = server.client();
+        extra.expect(b"error: too many connections\n");
+        extra.expect_eof();
+    }
 
     for (i, c) in open.iter_mut().enumerate() {
         c.roundtrip(format!("connection {i} is untouched\n").as_bytes());
@@ -506,6 +511,14 @@ fn max_conns(t: &Target) {
     for c in &mut open {
         c.roundtrip(b"still here\n");
     }
+    drop((c, open));
+    // The summary's peak is what was really open at once: the limit.
+    let (_, summary) = server.stop();
+    assert_eq!(
+        summary.count("peak_conns"),
+        3,
+        "peak_conns under --max-conns 3"
+    );
 }
 
 /// Errors, IDLE_TIMEOUT (0.5 s here): a client that sends nothing for that
