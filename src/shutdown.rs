@@ -1,4 +1,21 @@
-//! Graceful shutdown on SIGINT and SIGTERM, for every model.
+//! Graceful shutdown on SIGINT, SIGTERM and SIGHUP, for every model.
+//!
+//! **What each signal does.** A server meets signals it did not ask for:
+//! Ctrl-C (`SIGINT`), a service manager's `SIGTERM`, the `SIGHUP` a
+//! terminal sends when its window closes, a stray `kill -USR1`. Their
+//! default action is to kill the process on the spot — no drain, no
+//! summary, clients cut off mid-answer. So:
+//!
+//! | signal | what `lab` does |
+//! | --- | --- |
+//! | `SIGINT`, `SIGTERM`, `SIGHUP` | drain and exit 0 ([`STOP_SIGNALS`]) |
+//! | `SIGPIPE`, `SIGUSR1`, `SIGUSR2` | ignored ([`IGNORED_SIGNALS`]): a write to a gone client fails with `EPIPE` instead; the user signals mean nothing here |
+//! | `SIGQUIT` (Ctrl-\\) | left at its default: stop *now* and dump core, the escape hatch for a server that will not drain |
+//! | `SIGKILL`, `SIGSTOP` | cannot be caught; a stopped server carries on where it was when continued |
+//!
+//! (nginx gives `SIGHUP` the meaning "reload the configuration"; the lab has
+//! no configuration file to reload, and a terminal closing is the `SIGHUP`
+//! a student meets.)
 //!
 //! docs/src/protocol.md asks a server that is told to stop to stop accepting,
 //! answer every complete line it already holds, flush, close and exit 0, all
@@ -39,6 +56,12 @@ use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use crate::sys;
 
+/// The signals that ask for a graceful stop.
+pub const STOP_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+/// The signals a server ignores instead of dying of them.
+pub const IGNORED_SIGNALS: [Signal; 3] = [Signal::SIGPIPE, Signal::SIGUSR1, Signal::SIGUSR2];
+
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 /// The connection this (single-threaded) process is serving, or -1.
@@ -51,9 +74,9 @@ const MAX_LISTENERS: usize = 256;
 
 /// Installs the handlers. Call once, before any thread or child is started.
 ///
-/// Also ignores `SIGPIPE`: a write to a client that has gone away then
-/// fails with `EPIPE`, which the connection's code handles, instead of
-/// killing the server.
+/// Also ignores [`IGNORED_SIGNALS`]: `SIGPIPE`, so a write to a client
+/// that has gone away fails with `EPIPE`, which the connection's code
+/// handles, instead of killing the server; and the two user signals.
 pub fn install(drain_timeout: Duration) -> io::Result<()> {
     let micros = u64::try_from(drain_timeout.as_micros()).unwrap_or(u64::MAX);
     DRAIN_MICROS.store(micros, SeqCst);
@@ -67,12 +90,15 @@ pub fn install(drain_timeout: Duration) -> io::Result<()> {
         SigSet::empty(),
     );
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
-    // SAFETY: `on_signal` only touches atomics and makes async-signal-safe
-    // system calls (write, shutdown), and it saves and restores errno.
-    unsafe {
-        signal::sigaction(Signal::SIGINT, &stop)?;
-        signal::sigaction(Signal::SIGTERM, &stop)?;
-        signal::sigaction(Signal::SIGPIPE, &ignore)?;
+    for signal in STOP_SIGNALS {
+        // SAFETY: `on_signal` only touches atomics and makes
+        // async-signal-safe system calls (write, shutdown), and it saves
+        // and restores errno.
+        unsafe { signal::sigaction(signal, &stop) }?;
+    }
+    for signal in IGNORED_SIGNALS {
+        // SAFETY: ignoring a signal installs no code of ours.
+        unsafe { signal::sigaction(signal, &ignore) }?;
     }
     Ok(())
 }
@@ -113,7 +139,7 @@ pub fn request() {
     sys::signal_eventfd(wake_fd().as_raw_fd());
 }
 
-/// Whether SIGINT or SIGTERM has arrived.
+/// Whether a stop signal ([`STOP_SIGNALS`]) has arrived.
 pub fn requested() -> bool {
     REQUESTED.load(SeqCst)
 }

@@ -81,8 +81,9 @@ fn reap_all() {
 fn with_signals_blocked<T>(f: impl FnOnce(&SigSet) -> T) -> T {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
-    mask.add(Signal::SIGINT);
-    mask.add(Signal::SIGTERM);
+    for signal in shutdown::STOP_SIGNALS {
+        mask.add(signal);
+    }
     let mut old = SigSet::empty();
     let _ = signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old));
     let result = f(&old);

@@ -67,7 +67,9 @@ use crate::sys::Blocking;
 /// Serves every connection from one thread, woken by realtime signals.
 pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
     let io_signal = libc::SIGRTMIN();
-    let waited = block_signals(&[io_signal, libc::SIGIO, libc::SIGINT, libc::SIGTERM])?;
+    let mut signals = vec![io_signal, libc::SIGIO];
+    signals.extend(shutdown::STOP_SIGNALS.map(|s| s as libc::c_int));
+    let waited = block_signals(&signals)?;
     let listener_fd = listener.as_raw_fd();
     set_signal_driven(listener_fd, io_signal)?;
     let acceptor = Acceptor::new(listener, Blocking::No, config.max_conns)?;
@@ -131,7 +133,7 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
                 counters::bump(Counter::Overflows);
                 poll_everything(&mut driver)?;
             }
-            Ok(Some(_)) => shutdown::request(), // SIGINT or SIGTERM
+            Ok(Some(_)) => shutdown::request(), // a stop signal
             Ok(None) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
