@@ -55,6 +55,9 @@ pub struct Conn {
     input_over: bool,
     /// When the last byte arrived (for the idle timeout).
     last_input: Instant,
+    /// The most output the connection may owe (`MAX_PENDING`): the cap on
+    /// what `out` allocates.
+    max_pending: usize,
 }
 
 impl Conn {
@@ -66,6 +69,7 @@ impl Conn {
             sent: 0,
             input_over: false,
             last_input: now,
+            max_pending: config.max_pending,
         }
     }
 
@@ -74,6 +78,14 @@ impl Conn {
     pub fn receive(&mut self, bytes: &[u8], now: Instant) {
         counters::add(Counter::BytesIn, bytes.len() as u64);
         self.last_input = now;
+        // An answer is as long as its request. Grow by doubling, as `Vec`
+        // would, but not past `MAX_PENDING`: a client that does not read
+        // then costs at most that much capacity, not up to twice it.
+        let needed = self.out.len() + bytes.len();
+        if needed > self.out.capacity() {
+            let target = (self.out.capacity() * 2).clamp(needed, self.max_pending.max(needed));
+            self.out.reserve_exact(target - self.out.len());
+        }
         let lines = match self.codec.decode(bytes, &mut self.out) {
             Ok(lines) => lines,
             Err(too_long) => {
@@ -82,6 +94,12 @@ impl Conn {
             }
         };
         counters::add(Counter::Requests, lines);
+    }
+
+    /// Bytes are known to have arrived at `now` that are not read yet
+    /// (they wait in the kernel): the connection is not idle.
+    pub fn input_arrived(&mut self, now: Instant) {
+        self.last_input = now;
     }
 
     /// End of input: the client half-closed (its unterminated tail is

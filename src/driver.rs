@@ -198,6 +198,7 @@ pub struct Driver {
     scratch: Box<[u8]>,
     now: Instant,
     drain_deadline: Option<Instant>,
+    memory_return: sys::MemoryReturn,
 }
 
 impl Driver {
@@ -218,6 +219,7 @@ impl Driver {
             scratch: vec![0; SCRATCH_SIZE].into_boxed_slice(),
             now: Instant::now(),
             drain_deadline: None,
+            memory_return: sys::MemoryReturn::default(),
         }
     }
 
@@ -322,6 +324,7 @@ impl Driver {
             _place: place,
         });
         self.open += 1;
+        self.memory_return.note(self.open);
         self.changes.push(Change::Opened {
             token,
             fd,
@@ -432,6 +435,7 @@ impl Driver {
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(token.index());
         self.open -= 1;
+        self.memory_return.note(self.open);
         if let Some(at) = entry.timer {
             self.timers.remove(at, token);
         }
@@ -474,7 +478,17 @@ impl Driver {
 
     /// A connection's timer came due: file it again if it has received
     /// since (see [`crate::timers`]), or time it out.
+    ///
+    /// A due timer is not yet proof of silence. The process may have been
+    /// stopped (`SIGSTOP`, a debugger, a VM's stolen time) while bytes
+    /// arrived, and a loop that wakes late looks at its timers before the
+    /// kernel's news: a client that did send would be cut off, and a socket
+    /// closed with unread bytes answers with a reset. The rule, the same in
+    /// every model: a connection is idle only if no byte *arrived* for the
+    /// timeout, so what is queued on the socket is read before the timer
+    /// is judged.
     fn expire(&mut self, token: Token) {
+        self.advance(token, Ready::READ, true);
         let (config, now) = (&self.config, self.now);
         // Not `entry_mut`: the config and the timers are used meanwhile.
         let Some(entry) = lookup(&mut self.slots, token) else {

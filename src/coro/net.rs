@@ -113,7 +113,14 @@ impl TcpStream {
             }
             let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
             if self.registration.wait(direction, deadline) {
-                return Err(ErrorKind::TimedOut.into());
+                // The deadline passed, but a process stopped for a while
+                // (SIGSTOP, a debugger) wakes late, perhaps to its timers
+                // before its events: ask the kernel once more, so that a
+                // peer who did send (or read) in time is not cut off.
+                return match op() {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => Err(ErrorKind::TimedOut.into()),
+                    other => other,
+                };
             }
         }
     }

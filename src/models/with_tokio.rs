@@ -26,6 +26,7 @@
 
 use std::io;
 use std::net::TcpListener;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
@@ -37,6 +38,7 @@ use crate::handler::READ_SIZE;
 use crate::listener::ConnPermit;
 use crate::protocol::{ERR_IDLE_TIMEOUT, ERR_TOO_MANY_CONNS};
 use crate::shutdown::{self, Connections};
+use crate::sys;
 use crate::sys::counters::{self, bump, Counter};
 
 /// Runs the server on a current-thread runtime, or on a multi-thread one
@@ -141,10 +143,19 @@ async fn serve_connection(stream: &mut tokio::net::TcpStream, config: &Config) -
         let n = match config.idle_timeout() {
             Some(idle) => match tokio::time::timeout(idle, stream.read(&mut input)).await {
                 Ok(read) => read?,
-                Err(_) => {
-                    let _ = tokio::time::timeout(idle, stream.write_all(ERR_IDLE_TIMEOUT)).await;
-                    return Ok(());
-                }
+                // The timer fired, but a process stopped for a while wakes
+                // late and may see its timers before its sockets' news: ask
+                // the socket itself once more (not tokio's readiness cache,
+                // which may not have heard yet) before calling it idle.
+                Err(_) => match sys::recv(stream.as_fd(), &mut input) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        let _ =
+                            tokio::time::timeout(idle, stream.write_all(ERR_IDLE_TIMEOUT)).await;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                },
             },
             None => stream.read(&mut input).await?,
         };

@@ -79,6 +79,7 @@ counters! {
     EpollCtl => "epoll_ctl", Syscall;
     SigWait => "sigtimedwait", Syscall;
     IoUringEnter => "io_uring_enter", Syscall;
+    Ioctl => "ioctl", Syscall;
     OpAccept => "accept", Operation;
     OpRecv => "recv", Operation;
     OpSend => "send", Operation;
