@@ -184,6 +184,8 @@ fn run(listener: TcpListener, config: &Config) -> io::Result<()> {
         drain_deadline: None,
         now: Instant::now(),
         completions: Vec::with_capacity(1024),
+        recv_capped: kernel_at_least(6, 17),
+        memory_return: sys::MemoryReturn::default(),
     };
     let result = event_loop.run();
     counters::flush();
@@ -271,6 +273,10 @@ struct Loop<'a> {
     drain_deadline: Option<Instant>,
     now: Instant,
     completions: Vec<(u64, i32, u32)>,
+    /// Multishot receives carry a byte cap (Linux 6.17), so a connection
+    /// never receives past its room under `MAX_PENDING` (see `progress`).
+    recv_capped: bool,
+    memory_return: sys::MemoryReturn,
 }
 
 impl Loop<'_> {
@@ -293,31 +299,38 @@ impl Loop<'_> {
             if self.drain_deadline.is_some() && self.open == 0 && !self.accept_armed {
                 return Ok(());
             }
-            // Read before the wait: completions dropped during it count too.
-            let before = self.ring.completion().overflow();
-            ring::submit_and_wait(&self.ring, self.next_deadline())?;
-            self.now = Instant::now();
-            self.completions.clear();
-            self.completions.extend(
-                self.ring
-                    .completion()
-                    .map(|c| (c.user_data(), c.result(), c.flags())),
-            );
-            // The ring's overflow counter counts every completion the
-            // kernel dropped: all of them on a full ring before Linux 5.5,
-            // since then (IORING_FEAT_NODROP) only those it could not even
-            // queue for later, out of memory. The one place they are
-            // counted (the EBADR that follows a drop is not counted again).
-            let dropped = self.ring.completion().overflow().wrapping_sub(before);
-            counters::add(Counter::Overflows, u64::from(dropped));
-            for i in 0..self.completions.len() {
-                let (data, result, flags) = self.completions[i];
-                self.complete(data, result, flags)?;
-            }
-            if let Some(buffers) = &self.buffers {
-                buffers.publish();
-            }
+            self.wait_and_reap(self.next_deadline())?;
         }
+    }
+
+    /// Submits what is queued, waits up to `timeout` for a completion, and
+    /// handles every completion that has arrived.
+    fn wait_and_reap(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        // Read before the wait: completions dropped during it count too.
+        let before = self.ring.completion().overflow();
+        ring::submit_and_wait(&self.ring, timeout)?;
+        self.now = Instant::now();
+        self.completions.clear();
+        self.completions.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        // The ring's overflow counter counts every completion the kernel
+        // dropped: all of them on a full ring before Linux 5.5, since then
+        // (IORING_FEAT_NODROP) only those it could not even queue for
+        // later, out of memory. The one place they are counted (the EBADR
+        // that follows a drop is not counted again).
+        let dropped = self.ring.completion().overflow().wrapping_sub(before);
+        counters::add(Counter::Overflows, u64::from(dropped));
+        for i in 0..self.completions.len() {
+            let (data, result, flags) = self.completions[i];
+            self.complete(data, result, flags)?;
+        }
+        if let Some(buffers) = &self.buffers {
+            buffers.publish();
+        }
+        Ok(())
     }
 
     /// Queues an operation, submitting first if the queue is full.
@@ -350,6 +363,12 @@ impl Loop<'_> {
 
     /// Timers, the end of an EMFILE pause, and the drain.
     fn bookkeeping(&mut self) -> io::Result<()> {
+        if self.timers.next().is_some_and(|at| at <= self.now) {
+            // Before judging a connection idle, take in what the kernel has
+            // finished for us: a loop that was stopped (SIGSTOP, a
+            // debugger) wakes to its timers and its completions at once.
+            self.wait_and_reap(Some(Duration::ZERO))?;
+        }
         while let Some((slot, generation)) = self.timers.pop_due(self.now) {
             self.expire(slot, generation)?;
         }
@@ -462,6 +481,7 @@ impl Loop<'_> {
             _place: place,
         });
         self.open += 1;
+        self.memory_return.note(self.open);
         self.progress(slot)
     }
 
@@ -513,6 +533,12 @@ impl Loop<'_> {
             // The buffer ring ran dry for a moment (ended the multishot),
             // or our own backpressure cancel: arm again when it makes sense.
             e if -e == libc::ENOBUFS || -e == libc::ECANCELED => {}
+            // A kernel before 6.17 refuses the capped receive: arm plain
+            // multishot receives from now on (cancelled on backpressure).
+            e if -e == libc::EINVAL && self.recv_capped => {
+                self.recv_capped = false;
+                eprintln!("lab: uring: this kernel has no capped multishot recv (6.17); cancelling on backpressure instead");
+            }
             _ => {
                 if !session.closing {
                     counters::conn_error();
@@ -582,7 +608,13 @@ impl Loop<'_> {
         }
         let wants_input = session.conn.wants_read(max_pending) && owed < max_pending;
         if wants_input && !session.recv_in_flight {
-            let entry = if multishot {
+            let room = u32::try_from(max_pending - owed).unwrap_or(u32::MAX);
+            let entry = if multishot && self.recv_capped {
+                // At most the room left under MAX_PENDING, then it ends and
+                // is armed again with the room there is then: the bound
+                // holds exactly, with no cancel racing the kernel.
+                ring::recv_multi_capped(fd, group, room, room.min(BUFFER_SIZE as u32))
+            } else if multishot {
                 opcode::RecvMulti::new(fd, group).build()
             } else {
                 let buffer = session
@@ -595,7 +627,12 @@ impl Loop<'_> {
             // single-shot: the boxed buffer lives in the session and is not
             // dropped or replaced until this recv completes.
             unsafe { self.push(entry.user_data(user_data(RECV, slot, generation))) }?;
-        } else if !wants_input && session.recv_in_flight && multishot && !session.recv_cancelling {
+        } else if !wants_input
+            && session.recv_in_flight
+            && multishot
+            && !self.recv_capped
+            && !session.recv_cancelling
+        {
             session.recv_cancelling = true;
             self.cancel(user_data(RECV, slot, generation))?;
         }
@@ -634,8 +671,9 @@ impl Loop<'_> {
         self.free.push(slot);
         self.open -= 1;
         drop(session); // closes the socket, gives the MAX_CONNS place back
-                       // A descriptor is free again: if accepting was paused for lack of
-                       // one, try now.
+        self.memory_return.note(self.open);
+        // A descriptor is free again: if accepting was paused for lack of
+        // one, try now.
         if self.accept_paused_until.take().is_some() {
             self.arm_accept()?;
         }
@@ -656,6 +694,16 @@ impl Loop<'_> {
                 Ok(())
             }
             _ => {
+                // Bytes the kernel holds for us mean the client did send:
+                // not idle (see the driver's `expire` for why we look).
+                let queued = sys::bytes_queued(std::os::fd::AsFd::as_fd(&session.socket));
+                if queued.is_ok_and(|n| n > 0) {
+                    session.conn.input_arrived(now);
+                    let at = session.conn.idle_deadline(config).unwrap_or(now);
+                    session.timer = Some(at);
+                    self.timers.insert(at, (slot, generation));
+                    return Ok(());
+                }
                 session.timer = None;
                 if session.send_in_flight {
                     // It is not reading either: no point queueing the error.

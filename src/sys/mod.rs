@@ -114,6 +114,56 @@ pub fn set_nodelay(fd: BorrowedFd<'_>) -> io::Result<()> {
     socket2::SockRef::from(&fd).set_nodelay(true)
 }
 
+/// `ioctl(FIONREAD)`: how many bytes wait unread in the socket's receive
+/// queue. For a loop that hands its reads to the kernel (io_uring) and must
+/// know, before it calls a connection idle, whether bytes arrived that no
+/// completion has reported yet.
+pub fn bytes_queued(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    bump(Counter::Ioctl);
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points to
+    // a live local of that type.
+    unsafe { syscall!(ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut queued)) }?;
+    Ok(queued.max(0) as usize)
+}
+
+/// Gives the allocator's free memory back to the kernel (glibc's
+/// `malloc_trim(0)`, which also releases whole free pages in the middle of
+/// the heap). glibc keeps freed memory for reuse, so a loop that served a
+/// burst of clients that did not read would otherwise keep their buffers'
+/// worth of resident memory long after they left. A no-op elsewhere.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only rearranges the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// When to call [`release_free_memory`]: each time the open connections
+/// have fallen to half of their high-water mark since the last call, and at
+/// least [`MemoryReturn::WORTH_IT`] of them have closed. Memory held for
+/// many connections comes back as they go, for the cost of one walk over
+/// the heap per halving.
+#[derive(Debug, Default)]
+pub struct MemoryReturn {
+    high: usize,
+}
+
+impl MemoryReturn {
+    /// Fewer closes than this are not worth a walk over the heap.
+    pub const WORTH_IT: usize = 32;
+
+    /// Notes that `open` connections are open now (after an open or a close).
+    pub fn note(&mut self, open: usize) {
+        self.high = self.high.max(open);
+        if open <= self.high / 2 && self.high - open >= Self::WORTH_IT {
+            release_free_memory();
+            self.high = open;
+        }
+    }
+}
+
 /// `shutdown(2)` of the read side: later reads return what is already
 /// buffered, then 0 (end of stream). Used to wake a thread blocked in `read`
 /// at shutdown. Errors are ignored: the socket may already be disconnected,

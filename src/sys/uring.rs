@@ -9,8 +9,8 @@ use std::io;
 use std::sync::atomic::{AtomicU16, Ordering::Release};
 use std::time::Duration;
 
-use io_uring::types::{BufRingEntry, SubmitArgs, Timespec};
-use io_uring::IoUring;
+use io_uring::types::{self, BufRingEntry, SubmitArgs, Timespec};
+use io_uring::{opcode, squeue, IoUring};
 
 use super::counters::{bump, Counter};
 use super::Mapping;
@@ -84,6 +84,37 @@ pub fn submit(ring: &IoUring) -> io::Result<()> {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Byte offset of `optlen` in the kernel's 64-byte `struct io_uring_sqe`
+/// (`include/uapi/linux/io_uring.h`; a union with `file_index` and
+/// `splice_fd_in`). Kernel ABI: it never moves.
+const SQE_OPTLEN_OFFSET: usize = 44;
+
+const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+
+/// A multishot `recv` from buffer group `group` that ends by itself once it
+/// has received `total` bytes, each completion carrying at most `per_recv`
+/// (Linux 6.17: the total travels in the entry's `optlen`, which the `io-uring`
+/// crate does not expose yet). Without the cap a multishot `recv` takes
+/// whatever the socket holds, up to 32 buffers per wakeup, before a cancel
+/// sent on backpressure can reach it; with it, a connection never receives
+/// more than the room it had when it armed the receive. Kernels before 6.17
+/// refuse the entry with `EINVAL`.
+pub fn recv_multi_capped(fd: types::Fd, group: u16, total: u32, per_recv: u32) -> squeue::Entry {
+    let mut entry = opcode::RecvMulti::new(fd, group).len(per_recv).build();
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's
+    // `io_uring_sqe`, 64 bytes (asserted above), whose u32 at byte 44 is
+    // `optlen`, left 0 by `RecvMulti`. The write stays inside the entry and
+    // makes no alignment assumption.
+    unsafe {
+        (&mut entry as *mut squeue::Entry)
+            .cast::<u8>()
+            .add(SQE_OPTLEN_OFFSET)
+            .cast::<u32>()
+            .write_unaligned(total);
+    }
+    entry
 }
 
 /// A provided-buffer ring (`IORING_REGISTER_PBUF_RING`, Linux 5.19): a pool
