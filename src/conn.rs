@@ -15,13 +15,14 @@
 //!   [`Conn::sent`]);
 //! - **interest**: read only while the unsent output is under `MAX_PENDING`
 //!   (backpressure) and the input is not over; write only while output is
-//!   waiting ([`Conn::interest`]);
+//!   waiting and the socket is not known to have room ([`Conn::interest`]);
 //! - **end**: after end of input (the client's half-close, our shutdown, a
 //!   line too long, the idle timeout) the connection flushes what it owes and
 //!   is then [`done`](Conn::is_done).
 //!
-//! An idle connection owns no buffer at all: the output vector is freed
-//! once flushed, and the codec holds bytes only for an unfinished line.
+//! An idle connection owns almost nothing: once flushed, the output vector
+//! is emptied (and freed if it grew past `KEEP_OUTPUT_CAPACITY`, 4 KiB), and
+//! the codec holds bytes only for an unfinished line.
 
 use std::time::Instant;
 
