@@ -28,8 +28,8 @@
 //! whatever lies after it — undefined behaviour that real servers have
 //! shipped. This model checks every descriptor it accepts; one that is too
 //! high gets `error: too many connections` and is closed (the test suite
-//! checks it). So `select` serves at most about 1,020 clients, however high
-//! `ulimit -n` is. The [`FdSet`] wrapper refuses such a descriptor too.
+//! checks it). So `select` serves at most about 1,016 clients (the server's
+//! own descriptors take the lowest numbers), however high `ulimit -n` is. The [`FdSet`] wrapper refuses such a descriptor too.
 //!
 //! ## Costs
 //!
