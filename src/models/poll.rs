@@ -37,8 +37,8 @@
 //!
 //! - **Syscalls per request:** `poll` + `read` + `write`, like `epoll`; but
 //!   each `poll` costs O(connections) in the kernel and in our scan.
-//! - **Memory per connection:** an 8-byte `pollfd` and a position, plus the
-//!   shared [`Conn`](crate::conn::Conn) state.
+//! - **Memory per connection:** an 8-byte `pollfd`, its token and its
+//!   position, plus the shared [`Conn`](crate::conn::Conn) state.
 //! - **At 10,000 clients:** it works, and every wakeup walks 10,000 entries.
 //!
 //! ## Failure modes
