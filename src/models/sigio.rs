@@ -10,8 +10,9 @@
 //!
 //! We never let a handler run: the IO signal is blocked, and the loop takes
 //! signals one at a time, synchronously, with `sigtimedwait`, whose timeout
-//! comes from the idle timers. (Even SIGINT and SIGTERM are taken that way
-//! here, so there is no race between checking for shutdown and waiting.)
+//! comes from the idle timers. (Even the stop signals, SIGINT, SIGTERM and
+//! SIGHUP, are taken that way here, so there is no race between checking
+//! for shutdown and waiting.)
 //!
 //! ## One request, step by step
 //!
@@ -28,8 +29,9 @@
 //!
 //! ## Why it fell out of use: the queue overflows
 //!
-//! The realtime queue is bounded (`RLIMIT_SIGPENDING`, a few thousand by
-//! default, and shared with every other queued signal of the user). When it
+//! The realtime queue is bounded (`RLIMIT_SIGPENDING`, which the kernel
+//! sizes from the machine's memory: 96,365 on the lab's machine; it is
+//! shared with every other queued signal of the user). When it
 //! is full the kernel drops the event and raises plain `SIGIO` instead,
 //! which says only "something, somewhere, was lost". The model must then
 //! find out for itself: here, one `poll(2)` over the listener and every
