@@ -32,10 +32,10 @@
 //!   We ask for [`STACK_SIZE`] of *virtual* stack; only the pages touched
 //!   become resident. Measured here: about 22 KiB of resident memory per
 //!   connection in all, stack and the handler's buffers included.
-//! - **At 10,000 clients:** 10,000 threads. Linux copes (the limit is
-//!   `threads-max` and memory), but every context switch is a trip through
-//!   the kernel scheduler, and 10,000 runnable threads on 2 cores spend
-//!   much of their time being switched.
+//! - **At 10,000 clients:** 10,000 threads. Linux copes (the limits are
+//!   `kernel.threads-max`, `kernel.pid_max` and memory), but every context
+//!   switch is a trip through the kernel scheduler, and 10,000 runnable
+//!   threads on 2 cores spend much of their time being switched.
 //!
 //! ## Failure modes, and what the code does
 //!
