@@ -8,9 +8,10 @@
 //!
 //! This model is the `epoll --edge` loop with mio doing the waiting, and
 //! nothing else changed: the same [`Driver`] advances the same connection
-//! state machines. So `lab bench` comparing `mio` with `epoll --edge`
-//! measures what mio's abstraction costs (its answer: next to nothing),
-//! not a difference in how two people wrote a parser.
+//! state machines. So comparing `mio` with `epoll --edge` measures what
+//! mio's abstraction costs (the answer: next to nothing), not a difference
+//! in how two people wrote a parser. (`lab bench` runs `epoll`
+//! level-triggered only; the comparison with `--edge` is made by hand.)
 //!
 //! Syscalls made inside mio are counted here, one `epoll_wait` per
 //! `Poll::poll` and one `epoll_ctl` per `register`/`deregister`, which is
