@@ -6,8 +6,9 @@
 //! coroutine that uses 3 KiB of stack costs one or two resident pages, not
 //! 64 KiB (measured: 4.3 KiB resident per parked coroutine at 100,000).
 //! The limit is not memory but mappings: a stack and its guard page are
-//! two, and `vm.max_map_count` (65,530 by default) caps a process at about
-//! 32,000 stacks unless it is raised.
+//! two, and `vm.max_map_count` (65,530 by the kernel's default; some
+//! distributions set more) caps a process at about 32,000 stacks unless it
+//! is raised.
 //!
 //! **Why 64 KiB.** A thread's default is 8 MiB (main) or 2 MiB (spawned):
 //! sized for deep recursion nobody asked for. The lab's connection handler
