@@ -22,9 +22,10 @@
 //!   [`crate::listener::Acceptor`], the idle timeout, and `MAX_PENDING`
 //!   (stop reading a connection whose unsent answers exceed it);
 //! - **syscalls** through [`crate::sys`], so they are counted;
-//! - **shutdown** through [`crate::shutdown`]: on SIGINT/SIGTERM stop
-//!   accepting, answer every complete line already received, flush, close,
-//!   and return within the drain timeout. `serve` returns `Ok(())` then;
+//! - **shutdown** through [`crate::shutdown`]: on a stop signal (SIGINT,
+//!   SIGTERM, SIGHUP: [`crate::shutdown::STOP_SIGNALS`]) stop accepting,
+//!   answer every complete line already received, flush, close, and return
+//!   within the drain timeout. `serve` returns `Ok(())` then;
 //!   an `Err` means the model could not run at all (the binary prints it on
 //!   one line and exits non-zero).
 //!
