@@ -60,12 +60,19 @@
 //!
 //! ## Backpressure, limits, shutdown
 //!
-//! A multishot `recv` keeps receiving on its own, so backpressure means
-//! *cancelling* it (`AsyncCancel`) when a client's unsent answers reach
-//! `MAX_PENDING`, and arming it again once they drain; a few buffers may
-//! land while the cancel travels, so the bound is `MAX_PENDING` plus a few
-//! buffers. Idle timeouts use the same [`Timers`] as the readiness models,
-//! their nearest deadline becoming the `io_uring_enter` timeout. A stop
+//! A multishot `recv` keeps receiving on its own, so backpressure must stop
+//! it from outside. From Linux 6.17 the receive carries a byte cap, the
+//! room left under `MAX_PENDING` when it was armed: it ends by itself there,
+//! and is armed again, with the room there is then, once answers drain. An
+//! older kernel refuses the cap (`EINVAL`), and the loop falls back to
+//! *cancelling* the receive (`AsyncCancel`) when a client's unsent answers
+//! reach `MAX_PENDING`; a few buffers may land while the cancel travels, so
+//! that bound is `MAX_PENDING` plus a few buffers. Idle timeouts use the
+//! same [`Timers`] as the readiness models, their nearest deadline becoming
+//! the `io_uring_enter` timeout; before a due timer is judged, the loop
+//! reaps what has completed and asks the socket (`FIONREAD`) whether bytes
+//! wait that no completion has reported, so a client that did send is not
+//! cut off. A stop
 //! signal completes a `PollAdd` on the shutdown eventfd: the accept is
 //! cancelled, every read side shut down, and the loop ends when the last
 //! session is freed. Out of descriptors (`EMFILE`), accepting pauses for 50
