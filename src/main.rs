@@ -22,6 +22,19 @@ fn bench(args: &ArgMatches) -> Result<(), String> {
     } else {
         cli.models
     };
+    // The load generator runs in this process: the largest run must fit.
+    let largest = cli
+        .scenarios
+        .iter()
+        .filter_map(|name| iolab::bench::scenario(name))
+        .flatten()
+        .map(|run| run.conns + run.idle)
+        .max()
+        .unwrap_or(0);
+    sys::descriptors_fit(
+        &format!("bench's largest run ({largest} connections)"),
+        largest,
+    )?;
     let command = std::env::args()
         .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
         .collect::<Vec<_>>();
@@ -46,6 +59,10 @@ fn bench(args: &ArgMatches) -> Result<(), String> {
 
 fn load(args: &ArgMatches) -> Result<(), String> {
     let cli = cli::LoadCli::from_arg_matches(args).map_err(|e| e.to_string())?;
+    sys::descriptors_fit(
+        &format!("load --conns {} --idle {}", cli.conns, cli.idle),
+        cli.conns + cli.idle,
+    )?;
     if cli.rate.is_some_and(|rate| rate.is_nan() || rate <= 0.0) {
         return Err("--rate must be a positive number of requests per second".into());
     }
@@ -75,7 +92,58 @@ fn load(args: &ArgMatches) -> Result<(), String> {
     Ok(())
 }
 
+fn attack(args: &ArgMatches) -> Result<(), String> {
+    let cli = cli::AttackCli::from_arg_matches(args).map_err(|e| e.to_string())?;
+    let command = std::env::args()
+        .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+        .collect::<Vec<_>>();
+    let args = iolab::attack::AttackArgs {
+        addr: cli.addr,
+        models: cli.models,
+        pid: cli.pid,
+        scenarios: cli.scenarios,
+        plan: iolab::attack::Plan {
+            scale: cli.scale.unwrap_or(if cli.quick { 0.1 } else { 1.0 }),
+            quick: cli.quick,
+            max_conns: cli.max_conns,
+            max_pending: cli.max_pending,
+            max_line: cli.max_line,
+            idle_timeout: cli.idle_timeout,
+            drain_timeout: cli.drain_timeout,
+        },
+        command: command.join(" "),
+        lab: std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?,
+        quiet_stdout: cli.json,
+    };
+    let report = iolab::attack::run(&args)?;
+    if let Some(table) = report.table() {
+        if cli.json {
+            eprint!("\n{table}");
+        } else {
+            print!("\n{table}");
+        }
+    }
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    }
+    if let Some(dir) = &cli.out {
+        report
+            .write(dir)
+            .map_err(|e| format!("cannot write into {}: {e}", dir.display()))?;
+    }
+    match report.failed() {
+        0 => Ok(()),
+        n => Err(format!("{n} verdict(s) FAIL")),
+    }
+}
+
 fn main() -> ExitCode {
+    // Before anything opens a descriptor: every subcommand may hold
+    // thousands of sockets, and a shell's soft limit is often 1,024.
+    sys::raise_open_files_limit();
     let matches = match cli::command().try_get_matches() {
         Ok(matches) => matches,
         Err(err) => return clap_error(err),
@@ -86,6 +154,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some(("load", args)) => load(args),
+        Some(("attack", args)) => attack(args),
         Some(("bench", args)) => bench(args),
         Some(("demo", args)) => demo(args),
         Some(("annotate", args)) => annotate(args),
@@ -199,7 +268,17 @@ fn list() {
 }
 
 fn serve(model: &Model, args: &ArgMatches) -> Result<(), String> {
+    // Counted from here: not the CPU of whatever ran before exec (cargo).
+    stats::mark_start();
     let config = cli::config(model, args)?;
+    // A server short of descriptors still works (it turns the extra
+    // clients away), so this is a warning, not a refusal.
+    if let Err(why) = sys::descriptors_fit(
+        &format!("--max-conns {}", config.max_conns),
+        config.max_conns,
+    ) {
+        eprintln!("lab: warning: {why}; clients beyond it get `error: too many connections`");
+    }
     shutdown::install(config.drain_timeout)
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     // Map the shared counters now, before any model forks.

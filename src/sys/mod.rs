@@ -288,18 +288,33 @@ pub struct Reaped {
     pub pid: libc::pid_t,
     /// Whether a signal killed it (a crash, or a `kill -9`).
     pub by_signal: bool,
+    /// The CPU time it used in user mode, in microseconds.
+    pub user_us: u64,
+    /// The CPU time it used in the kernel, in microseconds.
+    pub system_us: u64,
+    /// Its peak resident memory, in KiB.
+    pub max_rss_kb: u64,
 }
 
-/// `waitpid(-1, WNOHANG)`: collects one ended child, if any, so it does not
-/// stay a zombie. Async-signal-safe: the `SIGCHLD` handler calls it in a
-/// loop until it returns `None`.
+/// `wait4(-1, WNOHANG)`: collects one ended child, if any, so it does not
+/// stay a zombie, with what that one child used. (`getrusage(CHILDREN)`
+/// would sum every child this process ever reaped, *including those reaped
+/// before an `execve` made it `lab`*: under `cargo run`, the compiler.)
+/// Async-signal-safe: the `SIGCHLD` handler calls it in a loop until it
+/// returns `None`.
 pub fn reap_child() -> Option<Reaped> {
     let mut status = 0;
-    // SAFETY: waitpid writes the status into a live local variable.
-    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    // SAFETY: an all-zero rusage is a valid value (integers and timevals).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 writes the status and the usage into live locals.
+    let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut usage) };
+    let micros = |tv: libc::timeval| tv.tv_sec.max(0) as u64 * 1_000_000 + tv.tv_usec.max(0) as u64;
     (pid > 0).then(|| Reaped {
         pid,
         by_signal: libc::WIFSIGNALED(status),
+        user_us: micros(usage.ru_utime),
+        system_us: micros(usage.ru_stime),
+        max_rss_kb: usage.ru_maxrss.max(0) as u64,
     })
 }
 
@@ -351,14 +366,44 @@ pub fn set_process_limit(
     Ok(())
 }
 
-/// Raises this process's soft limit on open descriptors to its hard limit,
-/// for the demos that open over a thousand connections (the soft limit is
-/// often 1,024). Children inherit it. Failure leaves the limit as it was.
-pub fn raise_open_files_limit() {
+/// Raises this process's soft limit on open descriptors to its hard limit
+/// and returns the limit now in force. Most distributions give a shell a
+/// soft limit of 1,024 and a hard limit hundreds of times higher; the soft
+/// one exists for old programs that keep descriptors in a `select` bitmap
+/// (`FD_SETSIZE` is 1,024), and a server that needs more simply raises it,
+/// as Go's runtime does for every program since 1.19. The `lab` binary
+/// calls this first thing; children inherit the raised limit. Failure
+/// leaves the limit as it was.
+pub fn raise_open_files_limit() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(_) => soft,
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
     }
+}
+
+/// Descriptors a `lab` process keeps for itself beyond its connections:
+/// standard streams, listeners, epoll or io_uring instances, eventfds, the
+/// spare for `EMFILE`, the runtime's own.
+pub const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// Checks that `sockets` sockets fit under this process's descriptor limit
+/// (already raised), or says in one line why not and what to do.
+pub fn descriptors_fit(what: &str, sockets: usize) -> Result<(), String> {
+    let limit = raise_open_files_limit();
+    let needed = sockets as u64 + RESERVED_DESCRIPTORS;
+    if needed <= limit {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} needs about {needed} descriptors, but this process may open at most {limit}: \
+         that is the hard limit (`ulimit -Hn`), which only root can raise \
+         (`ulimit -Hn N` in a root shell, or nofile in /etc/security/limits.conf)"
+    ))
 }
 
 /// A connected TCP socket whose reads and writes go through the counted

@@ -31,6 +31,24 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// the default drain timeout (5 s) plus slack.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Raises this test process's descriptor limit to its hard limit, as the
+/// `lab` binary does for itself (a shell's soft limit is often 1,024), and
+/// says whether `sockets` more descriptors fit under it. A test that needs
+/// more than even the hard limit allows calls this first and, when it
+/// returns `false`, returns at once: it prints why, so the skip is seen,
+/// never passed in silence.
+#[must_use]
+pub fn descriptors_for(test: &str, sockets: usize) -> bool {
+    match iolab::sys::descriptors_fit(test, sockets + 256) {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            println!("skipped: {test}: not enough descriptors");
+            false
+        }
+    }
+}
+
 /// The path of the `lab` binary Cargo built for this test run.
 pub fn lab_bin() -> &'static str {
     env!("CARGO_BIN_EXE_lab")
@@ -248,6 +266,8 @@ impl Server {
     /// `listening on HOST:PORT (model MODEL)` line.
     #[track_caller]
     pub fn start(model: &str, args: &[&str]) -> Server {
+        // Tests open hundreds of clients: lift the soft limit first.
+        iolab::sys::raise_open_files_limit();
         let command = format!("lab {model} --addr 127.0.0.1:0 {}", args.join(" "));
         let child = Command::new(lab_bin())
             .arg(model)
