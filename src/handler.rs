@@ -29,7 +29,7 @@
 //! which comes out whole once its LF arrives.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::listener::{Accepted, Acceptor, Admitted};
@@ -85,7 +85,7 @@ fn serve<C: Conn>(conn: &mut C, config: &Config) -> io::Result<()> {
             // down and the next read returns what is left, then 0.
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if is_timeout(&e) => {
-                write_all(conn, ERR_IDLE_TIMEOUT, config)?;
+                write_all(conn, ERR_IDLE_TIMEOUT)?;
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -97,7 +97,7 @@ fn serve<C: Conn>(conn: &mut C, config: &Config) -> io::Result<()> {
             if !shutdown::requested() {
                 codec.finish(&mut output);
             }
-            return write_all(conn, &output, config);
+            return write_all(conn, &output);
         }
         counters::add(Counter::BytesIn, n as u64);
         let decoded = codec.decode(&input[..n], &mut output);
@@ -106,7 +106,7 @@ fn serve<C: Conn>(conn: &mut C, config: &Config) -> io::Result<()> {
             Err(too_long) => too_long.lines,
         };
         counters::add(Counter::Requests, lines);
-        write_all(conn, &output, config)?;
+        write_all(conn, &output)?;
         output.clear();
         if decoded.is_err() {
             return Ok(());
@@ -115,20 +115,29 @@ fn serve<C: Conn>(conn: &mut C, config: &Config) -> io::Result<()> {
 }
 
 /// Writes all of `bytes`, coping with short writes and signals. Once a stop
-/// signal has arrived, a write may wait only the drain timeout.
-fn write_all<C: Conn>(conn: &mut C, mut bytes: &[u8], config: &Config) -> io::Result<()> {
+/// signal has arrived, every write waits only until the drain's deadline
+/// (this process's: a forked child's comes before its parent's). One
+/// deadline, not a timeout per call: a per-call timeout starts again after
+/// each partial write, so a client that reads a trickle could hold the
+/// drain open for ever.
+fn write_all<C: Conn>(conn: &mut C, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
+        if let Some(deadline) = shutdown::drain_deadline() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ErrorKind::TimedOut.into());
+            }
+            conn.set_write_timeout(Some(left))?;
+        }
         match conn.write(bytes) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(n) => {
                 counters::add(Counter::BytesOut, n as u64);
                 bytes = &bytes[n..];
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {
-                if shutdown::requested() {
-                    conn.set_write_timeout(Some(config.drain_timeout))?;
-                }
-            }
+            // A signal; if it was a stop signal, the deadline applies
+            // from the next write.
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }

@@ -49,7 +49,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
@@ -78,8 +78,7 @@ const MAX_LISTENERS: usize = 256;
 /// that has gone away fails with `EPIPE`, which the connection's code
 /// handles, instead of killing the server; and the two user signals.
 pub fn install(drain_timeout: Duration) -> io::Result<()> {
-    let micros = u64::try_from(drain_timeout.as_micros()).unwrap_or(u64::MAX);
-    DRAIN_MICROS.store(micros, SeqCst);
+    set_drain_timeout(drain_timeout);
     // SAFETY: plain eventfd(2) call; we own the returned descriptor for the
     // life of the process (it is never closed, like a static).
     let fd = unsafe { sys::syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) }?;
@@ -129,6 +128,27 @@ fn stop_from_signal() {
         // EINTR, and the next one sees the new limit.)
         sys::set_send_timeout_raw(serving, DRAIN_MICROS.load(SeqCst));
     }
+}
+
+/// How long a drain may take in this process.
+pub fn drain_timeout() -> Duration {
+    Duration::from_micros(DRAIN_MICROS.load(SeqCst))
+}
+
+/// Sets how long a drain may take in this process (a forked child gives
+/// itself less than its parent: see `models::process`). The signal handler
+/// and [`crate::handler`]'s writes both use it.
+pub fn set_drain_timeout(drain_timeout: Duration) {
+    let micros = u64::try_from(drain_timeout.as_micros()).unwrap_or(u64::MAX);
+    DRAIN_MICROS.store(micros, SeqCst);
+}
+
+/// When the drain must be over, once a stop signal has come: the drain
+/// timeout counted from the first time anyone asked after the signal (the
+/// handler itself cannot read a clock it may keep).
+pub fn drain_deadline() -> Option<Instant> {
+    static STARTED: OnceLock<Instant> = OnceLock::new();
+    requested().then(|| *STARTED.get_or_init(Instant::now) + drain_timeout())
 }
 
 /// Requests shutdown from code, as a stop signal would (for a model that

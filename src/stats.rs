@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::UsageWho;
@@ -29,8 +30,12 @@ pub struct Summary {
     pub peak_conns: u64,
     /// Connections ended by an IO error (reset, broken pipe, write timeout).
     pub conn_errors: u64,
-    /// Child processes that died of a signal (process models).
+    /// Child processes that died of a signal of their own (process models).
     pub children_crashed: u64,
+    /// Child processes the server killed because they were still busy at
+    /// the end of the drain (process models): not crashes.
+    #[serde(default)]
+    pub children_stopped: u64,
     /// Event queues that overflowed and were recovered from (the realtime
     /// signal queue of `sigio`).
     pub overflows: u64,
@@ -40,12 +45,14 @@ pub struct Summary {
     /// (empty for every other model).
     #[serde(default)]
     pub operations: BTreeMap<String, u64>,
-    /// User CPU seconds, this process and its reaped children.
+    /// User CPU seconds since the server started: this process and the
+    /// children it reaped.
     pub cpu_user_s: f64,
-    /// System CPU seconds, this process and its reaped children.
+    /// System CPU seconds since the server started: this process and the
+    /// children it reaped.
     pub cpu_sys_s: f64,
     /// Peak resident memory in KiB: this process's peak (`VmHWM`) plus the
-    /// largest peak of any reaped child (getrusage keeps no sum over
+    /// largest peak of any child it reaped (the kernel keeps no sum over
     /// children; a forked child's peak includes pages it shares with us).
     pub max_rss_kb: u64,
     /// Seconds from start to the end of the drain.
@@ -83,6 +90,7 @@ pub fn summary(model: &str, started: Instant) -> Summary {
         peak_conns: totals.gauges.peak_conns.load(Relaxed).max(0) as u64,
         conn_errors: totals.gauges.conn_errors.load(Relaxed),
         children_crashed: totals.gauges.children_crashed.load(Relaxed),
+        children_stopped: totals.gauges.children_stopped.load(Relaxed),
         overflows: totals.get(Counter::Overflows),
         syscalls: counts(Kind::Syscall),
         operations: counts(Kind::Operation),
@@ -102,7 +110,39 @@ fn counts(kind: Kind) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// CPU time and peak memory of this process plus its reaped children.
+/// The process's CPU times when the server started (see [`mark_start`]).
+static START_CPU: OnceLock<(Duration, Duration)> = OnceLock::new();
+
+/// Marks the server's start: CPU is counted from here. Linux carries a
+/// process's CPU times across `execve`, so a `lab` that `cargo run` started
+/// would otherwise report the seconds cargo spent before it `exec`ed us.
+/// Call first thing, before any thread or child exists.
+pub fn mark_start() {
+    let _ = START_CPU.set(own_cpu());
+}
+
+/// Records a reaped child's use (async-signal-safe: atomics only; the
+/// `SIGCHLD` handler calls it).
+pub fn add_reaped_child(child: &crate::sys::Reaped) {
+    let gauges = &counters::totals().gauges;
+    gauges.children_user_us.fetch_add(child.user_us, Relaxed);
+    gauges
+        .children_system_us
+        .fetch_add(child.system_us, Relaxed);
+    gauges.children_peak_kb.fetch_max(child.max_rss_kb, Relaxed);
+}
+
+/// User and system CPU time of this process (`RUSAGE_SELF`), since exec's
+/// predecessors included.
+fn own_cpu() -> (Duration, Duration) {
+    nix::sys::resource::getrusage(UsageWho::RUSAGE_SELF)
+        .map_or((Duration::ZERO, Duration::ZERO), |u| {
+            (timeval(u.user_time()), timeval(u.system_time()))
+        })
+}
+
+/// CPU time and peak memory of the server: this process since
+/// [`mark_start`], plus the children it reaped.
 struct Usage {
     user: Duration,
     system: Duration,
@@ -114,9 +154,8 @@ impl Usage {
         let (user, system) = Usage::cpu();
         // Our own peak from VmHWM, not getrusage: Linux carries ru_maxrss
         // across execve, so a server started by a big process (a test
-        // harness) would report that process's peak as its own.
-        let children = nix::sys::resource::getrusage(UsageWho::RUSAGE_CHILDREN);
-        let children_kb = children.map_or(0, |u| u.max_rss().max(0) as u64);
+        // harness, cargo) would report that process's peak as its own.
+        let children_kb = counters::totals().gauges.children_peak_kb.load(Relaxed);
         Usage {
             user,
             system,
@@ -124,16 +163,17 @@ impl Usage {
         }
     }
 
-    /// User and system CPU time of this process and its reaped children.
+    /// User and system CPU time of the server since it started, its reaped
+    /// children included.
     fn cpu() -> (Duration, Duration) {
-        let (mut user, mut system) = (Duration::ZERO, Duration::ZERO);
-        for who in [UsageWho::RUSAGE_SELF, UsageWho::RUSAGE_CHILDREN] {
-            if let Ok(usage) = nix::sys::resource::getrusage(who) {
-                user += timeval(usage.user_time());
-                system += timeval(usage.system_time());
-            }
-        }
-        (user, system)
+        let (user, system) = own_cpu();
+        let (user0, system0) = START_CPU.get().copied().unwrap_or_default();
+        let gauges = &counters::totals().gauges;
+        let children = |us: &AtomicU64| Duration::from_micros(us.load(Relaxed));
+        (
+            user.saturating_sub(user0) + children(&gauges.children_user_us),
+            system.saturating_sub(system0) + children(&gauges.children_system_us),
+        )
     }
 }
 

@@ -204,3 +204,83 @@ fn every_model_prints_its_address_and_exits_zero_on_sigint() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The summary counts from the server's own start. Linux carries a
+/// process's CPU times, and the use of the children it reaped, across
+/// `execve`: under `cargo run`, a `lab` that served nothing reported the
+/// compiler's 28 s of CPU and 449 MB peak. Here the process that becomes
+/// `lab` first burns a second of CPU and reaps a child that touched
+/// 256 MiB; none of it may show in the summary.
+#[test]
+fn the_summary_is_not_charged_for_what_ran_before_exec() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    /// Runs in the forked child before `exec`: only async-signal-safe
+    /// calls, no allocation.
+    fn burn_and_reap() -> std::io::Result<()> {
+        const TOUCHED: usize = 256 << 20;
+        // SAFETY: clock_gettime, fork, mmap, writes into our own fresh
+        // mapping, _exit and waitpid: no locks, no allocation.
+        unsafe {
+            let child = libc::fork();
+            if child == 0 {
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    TOUCHED,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if p != libc::MAP_FAILED {
+                    for page in (0..TOUCHED).step_by(4096) {
+                        *p.cast::<u8>().add(page) = 1;
+                    }
+                }
+                libc::_exit(0);
+            }
+            let mut status = 0;
+            libc::waitpid(child, &mut status, 0);
+            let mut now: libc::timespec = std::mem::zeroed();
+            loop {
+                libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now);
+                if now.tv_sec >= 1 {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    let mut command = Command::new(util::lab_bin());
+    command
+        .args(["epoll", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped());
+    // SAFETY: `burn_and_reap` is async-signal-safe (see above).
+    unsafe { command.pre_exec(burn_and_reap) };
+    let mut child = command.spawn().expect("spawn lab");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("listening line");
+    assert!(line.starts_with("listening on"), "{line}");
+    util::send_signal(child.id() as i32, libc::SIGTERM);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("summary");
+    assert!(child.wait().expect("wait").success());
+    let json = rest
+        .lines()
+        .find_map(|l| l.strip_prefix("summary "))
+        .unwrap_or_else(|| panic!("no summary in {rest:?}"));
+    let summary: serde_json::Value = serde_json::from_str(json).expect("JSON");
+    let cpu = summary["cpu_user_s"].as_f64().unwrap() + summary["cpu_sys_s"].as_f64().unwrap();
+    assert!(
+        cpu < 0.5,
+        "charged {cpu} s of CPU burnt before exec: {json}"
+    );
+    let peak = summary["max_rss_kb"].as_u64().unwrap();
+    assert!(
+        peak < 100 * 1024,
+        "charged a {peak} KiB peak from before exec: {json}"
+    );
+}

@@ -16,19 +16,27 @@
 
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering::SeqCst};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 
-use crate::shutdown;
 use crate::sys::{self, counters, Forked};
+use crate::{shutdown, stats};
 
 /// Live children by slot: a pid, or 0 for a free slot.
 static SLOTS: OnceLock<Box<[AtomicI32]>> = OnceLock::new();
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static ON_REAP: OnceLock<fn(usize)> = OnceLock::new();
+/// Set once the parent sends `SIGKILL` to the children left at the drain
+/// deadline: deaths by signal from then on are its own doing.
+static KILLING: AtomicBool = AtomicBool::new(false);
+
+/// The share of the drain timeout a child gets for its own drain, so that it
+/// finishes — answers flushed, counts added to the shared totals — before
+/// the parent's deadline, instead of racing the parent's `SIGKILL` to it.
+const CHILD_DRAIN_SHARE: f64 = 0.75;
 
 /// Prepares a table for `capacity` children and installs the `SIGCHLD`
 /// handler. `on_reap(slot)` runs in the handler after a child is reaped: it
@@ -58,12 +66,17 @@ extern "C" fn on_sigchld(_signal: libc::c_int) {
 
 /// Reaps every ended child and frees its slot.
 fn reap_all() {
-    while let Some(sys::Reaped { pid, by_signal }) = sys::reap_child() {
-        if by_signal {
-            counters::totals()
-                .gauges
-                .children_crashed
-                .fetch_add(1, SeqCst);
+    while let Some(child) = sys::reap_child() {
+        let (pid, gauges) = (child.pid, &counters::totals().gauges);
+        stats::add_reaped_child(&child);
+        if child.by_signal {
+            // Killed at the drain deadline by us: not a crash.
+            let count = if KILLING.load(SeqCst) {
+                &gauges.children_stopped
+            } else {
+                &gauges.children_crashed
+            };
+            count.fetch_add(1, SeqCst);
         }
         let Some(slots) = SLOTS.get() else { continue };
         if let Some(slot) = slots.iter().position(|s| s.load(SeqCst) == pid) {
@@ -115,6 +128,7 @@ pub fn spawn(child: impl FnOnce(usize)) -> io::Result<Option<usize>> {
                 sys::die_with_parent(parent);
                 let _ = signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);
                 shutdown::forget_listeners();
+                shutdown::set_drain_timeout(shutdown::drain_timeout().mul_f64(CHILD_DRAIN_SHARE));
                 let status = match catch_unwind(AssertUnwindSafe(|| child(slot))) {
                     Ok(()) => 0,
                     Err(_) => 101,
@@ -148,9 +162,16 @@ fn signal_all(signal: Signal) {
 
 /// Shutdown: asks every child to drain (`SIGTERM`), waits up to
 /// `drain_timeout` for them to exit, then kills those left (`SIGKILL`).
+///
+/// A child drains in [`CHILD_DRAIN_SHARE`] of the time (a client that does
+/// not read is given up on by then), so it normally exits by itself, its
+/// counts flushed. One still alive at the deadline is stuck; it is killed
+/// and counted in the summary's `children_stopped`, not as a crash, and the
+/// counts it had not flushed (at most `FLUSH_EVERY` bumps) are lost.
 pub fn stop_all(drain_timeout: Duration) {
     signal_all(Signal::SIGTERM);
     if !wait_until_none_live(Instant::now() + drain_timeout) {
+        KILLING.store(true, SeqCst);
         signal_all(Signal::SIGKILL);
         // SIGKILL cannot be caught: this wait is short.
         wait_until_none_live(Instant::now() + Duration::from_secs(5));

@@ -108,8 +108,17 @@ pub struct Gauges {
     pub peak_conns: AtomicI64,
     /// Connections closed because of an IO error (reset, broken pipe).
     pub conn_errors: AtomicU64,
-    /// Child processes that died of a signal (process models).
+    /// Child processes that died of a signal of their own (process models).
     pub children_crashed: AtomicU64,
+    /// Child processes the parent itself killed, still busy at the end of
+    /// the drain (process models).
+    pub children_stopped: AtomicU64,
+    /// User CPU of the reaped children, in microseconds.
+    pub children_user_us: AtomicU64,
+    /// System CPU of the reaped children, in microseconds.
+    pub children_system_us: AtomicU64,
+    /// The largest peak resident memory of any reaped child, in KiB.
+    pub children_peak_kb: AtomicU64,
 }
 
 static TOTALS: OnceLock<SharedMem<Totals>> = OnceLock::new();
