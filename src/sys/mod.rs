@@ -3,12 +3,14 @@
 //! Every wrapper here does three things, and nothing else: makes the call,
 //! turns the C convention (`-1` and `errno`) into an [`io::Error`], and bumps
 //! the call's [`Counter`](counters::Counter). Model code therefore reads like
-//! the man page (`sys::read(fd, buf)`) and the summary line's syscall counts
+//! the man page (`sys::recv(fd, buf)`) and the summary line's syscall counts
 //! are true by construction: a call that does not go through here is not
 //! made on the hot path.
 //!
-//! Calls made once at start-up (binding, `setsockopt`) go through `socket2`
-//! and `nix` instead: they are not what distinguishes one model from another.
+//! Calls made once at start-up (binding, the listener's options) go through
+//! `socket2` and `nix` instead: they are not what distinguishes one model
+//! from another. A connection's own `setsockopt`s (`TCP_NODELAY`, the
+//! timeouts) are made per connection, and counted.
 
 pub mod counters;
 pub mod readiness;
