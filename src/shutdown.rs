@@ -29,7 +29,11 @@
 //! so that it does not matter whether the blocked call has started yet:
 //!
 //! - every watched **listener** is `shutdown(2)`: a blocked or future
-//!   `accept` fails at once with `EINVAL`, and the accept loop ends;
+//!   `accept` fails at once with `EINVAL`, and the accept loop ends. This
+//!   is Linux's behaviour, not POSIX's (which specifies `shutdown` for
+//!   connected sockets only), and the design relies on it: on Linux,
+//!   shutting down a listening socket's read side stops it listening and
+//!   wakes every thread blocked in its `accept`;
 //! - the **connection the current thread is serving** (single-threaded
 //!   servers: `blocking`, each `fork` child, each `prefork` worker) gets its
 //!   read side shut down: `read` returns the bytes already received, then 0,
