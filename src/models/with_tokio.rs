@@ -16,9 +16,9 @@
 //!
 //! **What the lab cannot count.** The reads, writes and `epoll_wait`s
 //! happen inside tokio and mio, out of reach of [`crate::sys`], so this
-//! model's summary counts only the `setsockopt` it makes itself (its table
-//! entry says so). Use `strace -c -f`, or `perf stat -e
-//! raw_syscalls:sys_enter`, to see them.
+//! model's summary counts only the calls it makes itself, `setsockopt` and
+//! the `recv` of an idle check (its table entry says so). Use `strace -c
+//! -f`, or `perf stat -e raw_syscalls:sys_enter`, to see them.
 //!
 //! **Shutdown**, as in the `threads` model: the connections are registered
 //! in [`Connections`]; on a stop signal the accept loop ends, every read
