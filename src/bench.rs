@@ -412,7 +412,7 @@ fn measure_running(
     Ok(())
 }
 
-fn machine() -> Machine {
+pub(crate) fn machine() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -435,7 +435,7 @@ fn machine() -> Machine {
     }
 }
 
-fn now_utc() -> String {
+pub(crate) fn now_utc() -> String {
     let output = Command::new("date")
         .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
         .output();
@@ -445,7 +445,7 @@ fn now_utc() -> String {
         .unwrap_or_default()
 }
 
-fn commit() -> String {
+pub(crate) fn commit() -> String {
     let output = Command::new("git")
         .args(["describe", "--always", "--dirty"])
         .stderr(Stdio::null())

@@ -5,8 +5,8 @@
 
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::stats::Summary;
@@ -17,30 +17,51 @@ pub struct ServerProcess {
     /// The address it listens on, from its `listening on` line.
     pub addr: String,
     lines: mpsc::Receiver<String>,
+    /// The last lines it wrote on standard error (a panic, a refusal to
+    /// start), for saying why it died.
+    stderr: Arc<Mutex<Vec<String>>>,
 }
+
+/// How a server ended after a signal: [`ServerProcess::wait_exit`].
+#[derive(Debug)]
+pub struct Exit {
+    /// Its exit status, or `None` if it was still running at the deadline
+    /// (it has been killed since).
+    pub status: Option<ExitStatus>,
+    /// Its `summary` line, if it printed one.
+    pub summary: Option<Summary>,
+    /// From the call to its exit (or to the deadline).
+    pub took: Duration,
+}
+
+/// How many lines of a server's standard error are kept.
+const STDERR_LINES: usize = 20;
 
 impl ServerProcess {
     /// Starts `lab ARGS...` (the first argument is the model) on port 0,
-    /// with no connection limit to speak of and no idle timeout, and waits
-    /// for its `listening on` line. `pin` puts it on CPU 0.
+    /// with no connection limit to speak of, no idle timeout and a 2 s
+    /// drain, each unless `args` sets it, and waits for its `listening on`
+    /// line. `pin` puts it on CPU 0.
     pub fn start(lab: &Path, args: &[&str], pin: bool) -> io::Result<ServerProcess> {
         let model = args.first().copied().unwrap_or_default();
         let mut command = Command::new(lab);
+        command.args(args);
+        // An option given twice is a usage error, so a default goes on only
+        // where the caller (`lab attack`'s `--max-conns 16`, say) set none.
+        for (option, default) in [
+            ("--addr", "127.0.0.1:0"),
+            ("--max-conns", "20000"),
+            ("--idle-timeout", "0"),
+            ("--drain-timeout", "2"),
+        ] {
+            if !args.contains(&option) {
+                command.args([option, default]);
+            }
+        }
         command
-            .args(args)
-            .args([
-                "--addr",
-                "127.0.0.1:0",
-                "--max-conns",
-                "20000",
-                "--idle-timeout",
-                "0",
-                "--drain-timeout",
-                "2",
-            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         // The server must not outlive us: a `lab demo` or `lab bench`
         // killed with SIGKILL (by a test's deadline, say) would otherwise
         // leave it serving for ever. (The parent that counts is the thread
@@ -69,20 +90,103 @@ impl ServerProcess {
                 }
             }
         });
-        let first = lines
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| io::Error::other(format!("{model} did not start")))?;
-        let addr = first
+        // Standard error is read as it comes (a full pipe would block the
+        // server), keeping only the last lines.
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&stderr);
+        let pipe = child.stderr.take().expect("stderr is piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                if kept.len() == STDERR_LINES {
+                    kept.remove(0);
+                }
+                kept.push(line);
+            }
+        });
+        let mut server = ServerProcess {
+            child,
+            addr: String::new(),
+            lines,
+            stderr,
+        };
+        let first = match server.lines.recv_timeout(Duration::from_secs(10)) {
+            Ok(first) => first,
+            Err(_) => {
+                // Give a server that refused to start a moment to say why.
+                let _ = server.child.try_wait();
+                std::thread::sleep(Duration::from_millis(50));
+                return Err(io::Error::other(format!(
+                    "{model} did not start{}",
+                    server.said()
+                )));
+            }
+        };
+        server.addr = first
             .strip_prefix("listening on ")
             .and_then(|rest| rest.split_whitespace().next())
             .ok_or_else(|| io::Error::other(format!("{model} printed {first:?}")))?
             .to_string();
-        Ok(ServerProcess { child, addr, lines })
+        Ok(server)
     }
 
     /// The server's process id.
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// `Some(status)` once the server has exited (or died).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last lines the server wrote on standard error, as `: LINE | LINE`
+    /// (empty if it wrote none), to append to a message about it.
+    pub fn said(&self) -> String {
+        let kept = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", kept.join(" | "))
+        }
+    }
+
+    /// Waits up to `within` for the server to exit (after a signal the
+    /// caller sent), reading its summary line; kills it at the deadline.
+    pub fn wait_exit(&mut self, within: Duration) -> Exit {
+        let started = Instant::now();
+        let mut summary = None;
+        let mut status = None;
+        while status.is_none() && started.elapsed() < within {
+            status = self.exited();
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(10)) {
+                if let Some(json) = line.strip_prefix("summary ") {
+                    summary = serde_json::from_str(json).ok();
+                }
+            }
+        }
+        let took = started.elapsed();
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // What it printed before exiting is in the pipe; a process it left
+        // behind may hold the pipe open, so wait for the rest only briefly.
+        while summary.is_none() {
+            match self.lines.recv_timeout(Duration::from_millis(500)) {
+                Ok(line) => {
+                    if let Some(json) = line.strip_prefix("summary ") {
+                        summary = serde_json::from_str(json).ok();
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        Exit {
+            status,
+            summary,
+            took,
+        }
     }
 
     /// SIGTERM, then the summary line.
@@ -190,6 +294,15 @@ fn memory_kib(pid: i32) -> u64 {
     field(format!("/proc/{pid}/smaps_rollup"), "Pss:")
         .or_else(|| field(format!("/proc/{pid}/status"), "VmRSS:"))
         .unwrap_or(0)
+}
+
+/// The descriptors open in `pid` and all its descendants (the entries of
+/// each `/proc/PID/fd`); a process that is gone counts none.
+pub fn tree_descriptors(pid: i32) -> usize {
+    std::iter::once(pid)
+        .chain(descendants(pid))
+        .map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).map_or(0, |dir| dir.count()))
+        .sum()
 }
 
 /// The memory of `pid` and all its descendants, in KiB.

@@ -71,6 +71,65 @@ pub struct LoadCli {
     pub json: bool,
 }
 
+/// `lab attack`'s options.
+#[derive(clap::Args, Debug)]
+pub struct AttackCli {
+    /// The server to attack [default: 127.0.0.1:7878, unless --model].
+    #[arg(value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// Scenarios, comma-separated [default: every one]: slowloris, churn,
+    /// resets, hogs, max-conns, odd-bytes, pause, shutdown.
+    #[arg(long = "scenario", value_delimiter = ',', value_name = "NAME")]
+    pub scenarios: Vec<String>,
+    /// Start this model and attack it, a fresh server per scenario; repeat
+    /// for more, or `all`. A model's flags go with it, quoted:
+    /// --model 'epoll --edge'.
+    #[arg(long = "model", value_name = "MODEL")]
+    pub models: Vec<String>,
+    /// The process id of the server at HOST:PORT, for the checks that read
+    /// /proc or send it signals.
+    #[arg(long)]
+    pub pid: Option<i32>,
+    /// Multiply every scenario's counts (connections, rounds) by this
+    /// [default: 1, or 0.1 with --quick].
+    #[arg(long, value_parser = parse_scale)]
+    pub scale: Option<f64>,
+    /// Small counts and short phases: a first look, and the tests.
+    #[arg(long)]
+    pub quick: bool,
+    /// The server's MAX_CONNS (with --model: start it so) [default with
+    /// --model: 16 for max-conns, 20000 otherwise].
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub max_conns: Option<usize>,
+    /// The server's MAX_PENDING in bytes [default: 262144; with --model,
+    /// 65536 for hogs].
+    #[arg(long, value_name = "BYTES", value_parser = parse_positive)]
+    pub max_pending: Option<usize>,
+    /// The server's MAX_LINE in bytes [default: 65536].
+    #[arg(long, value_name = "BYTES", value_parser = parse_positive)]
+    pub max_line: Option<usize>,
+    /// The server's IDLE_TIMEOUT, which pause stops it past [default with
+    /// --model: 2].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub idle_timeout: Option<std::time::Duration>,
+    /// The server's DRAIN_TIMEOUT [default: 5; with --model, 2].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub drain_timeout: Option<std::time::Duration>,
+    /// Print the report as JSON on stdout; the verdict lines go to stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write attack.json and attack.md into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
+}
+
+fn parse_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(scale) if scale > 0.0 && scale.is_finite() => Ok(scale),
+        _ => Err(format!("`{text}` is not a positive number")),
+    }
+}
+
 /// `lab demo`'s options.
 #[derive(clap::Args, Debug)]
 pub struct DemoCli {
@@ -98,7 +157,8 @@ pub struct AnnotateCli {
 }
 
 /// The whole command line: `lab list`, `lab client`, `lab load`,
-/// `lab bench`, `lab demo`, `lab annotate` and one subcommand per model.
+/// `lab bench`, `lab attack`, `lab demo`, `lab annotate` and one
+/// subcommand per model.
 pub fn command() -> Command {
     let mut lab = Command::new("lab")
         .about("A lab of Linux IO models serving the UPPER protocol")
@@ -124,6 +184,10 @@ pub fn command() -> Command {
         .subcommand(
             LoadCli::augment_args(Command::new("load"))
                 .about("Drive a server with checked, measured load"),
+        )
+        .subcommand(
+            AttackCli::augment_args(Command::new("attack"))
+                .about("Play hostile clients against a server and give a verdict on each"),
         )
         .subcommand(
             DemoCli::augment_args(Command::new("demo"))

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod annotate;
+pub mod attack;
 pub mod bench;
 pub mod charts;
 pub mod child;
