@@ -7,7 +7,7 @@ use clap::Args;
 
 use crate::protocol::{Codec, DEFAULT_MAX_LINE};
 
-/// Options common to every model (PROTOCOL.md's limits and the address).
+/// Options common to every model (the limits of docs/src/protocol.md, and the address).
 #[derive(Args, Clone, Debug)]
 pub struct Config {
     /// Address to listen on; port 0 asks the kernel for a free port.

@@ -1,4 +1,4 @@
-//! The start-up contract of the `lab` binary (PROTOCOL.md, "Start-up
+//! The start-up contract of the `lab` binary (docs/src/protocol.md, "Start-up
 //! contract"): `lab list`, `--help`, the `listening on` line, and clean
 //! one-line failures for bad options, a busy address and unknown models.
 

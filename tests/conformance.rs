@@ -1,5 +1,5 @@
-//! The conformance suite: every clause of /work/shared/PROTOCOL.md (kept in
-//! the repository as PROTOCOL.md), checked over real sockets, byte for byte,
+//! The conformance suite: every clause of the protocol (docs/src/protocol.md,
+//! the one normative spec), checked over real sockets, byte for byte,
 //! against every model in `iolab::models::all()` and every extra argument set
 //! (variant) a model declares.
 //!
