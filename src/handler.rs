@@ -13,7 +13,8 @@
 //!
 //! ```text
 //! loop:
-//!     read up to 16 KiB            (blocks; SO_RCVTIMEO = idle timeout)
+//!     read up to 512 B, on the stack (blocks; SO_RCVTIMEO = idle timeout;
+//!                                   16 KiB, borrowed, if the last read was full)
 //!       timeout      -> send "error: idle timeout", close
 //!       0 bytes      -> end of stream: answer the tail (if the client
 //!                       closed, not if we are shutting down), close
@@ -27,10 +28,20 @@
 //! What is held is one read's worth of responses (16 KiB, or `MAX_PENDING`
 //! if that is smaller) plus the codec's unfinished line (under `MAX_LINE`),
 //! which comes out whole once its LF arrives.
+//!
+//! **Nothing held while waiting.** Between requests the handler owns no
+//! buffer: it waits in a read into [`FIRST_READ`] bytes of its own stack
+//! frame, and borrows a [`READ_SIZE`] buffer and an output vector from its
+//! thread's spares ([`crate::buffers`]) only while there are bytes to
+//! answer. A thread or coroutine parked on an idle client costs its stack
+//! pages, not 16 KiB of heap. A client that pipelines fills the small read;
+//! the next read then borrows the big buffer, so a burst still arrives in
+//! few calls.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
+use crate::buffers;
 use crate::config::Config;
 use crate::listener::{Accepted, Acceptor, Admitted};
 use crate::protocol::ERR_IDLE_TIMEOUT;
@@ -38,10 +49,17 @@ use crate::shutdown;
 use crate::sys::counters::{self, Counter};
 use crate::sys::Stream;
 
-/// How much one read asks for. Large enough that a pipelining client's
-/// burst arrives in a few reads, small enough to sit on a coroutine's stack
-/// budget (we keep it on the heap anyway).
+/// How much a read asks for when the client is pipelining (the read
+/// before filled its buffer). Large enough that a burst arrives in a few
+/// reads; borrowed from the thread's spares ([`crate::buffers`]) only for
+/// that read and its answers.
 pub const READ_SIZE: usize = 16 * 1024;
+
+/// How much the first read of an exchange asks for, into the stack: enough
+/// for the requests of a client that waits for each answer (the bench's are
+/// 64 bytes), small enough to sit in the stack page a parked coroutine
+/// keeps anyway.
+pub const FIRST_READ: usize = 512;
 
 /// A byte stream the handler can serve: a blocking socket, or a coroutine's
 /// socket that only looks blocking.
@@ -72,14 +90,28 @@ pub fn handle<C: Conn>(conn: &mut C, config: &Config) {
 
 fn serve<C: Conn>(conn: &mut C, config: &Config) -> io::Result<()> {
     let mut codec = config.codec();
-    let mut input = vec![0; READ_SIZE.min(config.max_pending)];
-    let mut output = Vec::with_capacity(input.len());
+    // Never read more than MAX_PENDING at once: an answer is as long as its
+    // request, so that bounds what one read makes us owe.
+    let big = READ_SIZE.min(config.max_pending);
     // A client that sends nothing, or reads nothing while we wait to give it
     // its answers, for the idle timeout is cut off.
     conn.set_read_timeout(config.idle_timeout())?;
     conn.set_write_timeout(config.idle_timeout())?;
+    // Whether the last read filled its buffer: then more is likely queued
+    // (a pipelining client), and the next read borrows a big buffer.
+    let mut pipelining = false;
     loop {
-        let n = match conn.read(&mut input) {
+        // The wait for the next request holds no buffer of its own: it
+        // reads into a few hundred bytes of the stack, which the frame
+        // occupies anyway. Only a read that follows a full one borrows
+        // READ_SIZE bytes, and gives them back once answered.
+        let mut small = [0u8; FIRST_READ];
+        let mut lent = pipelining.then(|| buffers::input(big));
+        let input: &mut [u8] = match lent.as_deref_mut() {
+            Some(lent) => lent,
+            None => &mut small[..FIRST_READ.min(big)],
+        };
+        let n = match conn.read(input) {
             Ok(n) => n,
             // A signal: if it was a stop signal, the read side has been shut
             // down and the next read returns what is left, then 0.
@@ -90,6 +122,8 @@ fn serve<C: Conn>(conn: &mut C, config: &Config) -> io::Result<()> {
             }
             Err(e) => return Err(e),
         };
+        pipelining = n == input.len();
+        let mut output = buffers::output();
         if n == 0 {
             // End of input. If the client half-closed, its unterminated tail
             // is answered; if we are shutting down, the tail is not a
@@ -107,10 +141,10 @@ fn serve<C: Conn>(conn: &mut C, config: &Config) -> io::Result<()> {
         };
         counters::add(Counter::Requests, lines);
         write_all(conn, &output)?;
-        output.clear();
         if decoded.is_err() {
             return Ok(());
         }
+        // `output` and `lent` go back to the thread's spares here.
     }
 }
 

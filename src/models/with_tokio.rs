@@ -31,11 +31,12 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
+use crate::buffers;
 use crate::config::Config;
-use crate::handler::READ_SIZE;
+use crate::handler::{FIRST_READ, READ_SIZE};
 use crate::listener::ConnPermit;
 use crate::protocol::{ERR_IDLE_TIMEOUT, ERR_TOO_MANY_CONNS};
 use crate::shutdown::{self, Connections};
@@ -135,50 +136,96 @@ async fn accept_loop(
     Ok(())
 }
 
-/// One connection: the blocking handler's loop, with `.await`s.
+/// One connection: the blocking handler's loop, with `.await`s, written as
+/// tokio's own examples and a tokio maintainer would have it: wait for
+/// `readable()` holding no buffer, then `try_read` into a buffer that lives
+/// only until the answers are out. (`stream.read(&mut buf).await` would
+/// keep `buf` inside the task's future — 16 KiB per idle connection.)
 async fn serve_connection(stream: &mut tokio::net::TcpStream, config: &Config) -> io::Result<()> {
     let mut codec = config.codec();
-    let mut input = vec![0; READ_SIZE.min(config.max_pending)];
-    let mut output = Vec::with_capacity(input.len());
+    let big = READ_SIZE.min(config.max_pending);
+    // As in the handler: a read that filled its buffer means a pipelining
+    // client, and the next read borrows the big buffer.
+    let mut pipelining = false;
     loop {
-        let n = match config.idle_timeout() {
-            Some(idle) => match tokio::time::timeout(idle, stream.read(&mut input)).await {
-                Ok(read) => read?,
+        let timed_out = match config.idle_timeout() {
+            Some(idle) => tokio::time::timeout(idle, stream.readable())
+                .await
+                .map_or(true, |ready| ready.is_err()),
+            None => stream.readable().await.is_err(),
+        };
+        let mut output = buffers::output();
+        // The buffers live in this block, which has no `.await`: they are
+        // not part of the task's state.
+        let step = {
+            let mut small = [0u8; FIRST_READ];
+            let mut lent = pipelining.then(|| buffers::input(big));
+            let input: &mut [u8] = match lent.as_deref_mut() {
+                Some(lent) => lent,
+                None => &mut small[..FIRST_READ.min(big)],
+            };
+            let read = if timed_out {
                 // The timer fired, but a process stopped for a while wakes
                 // late and may see its timers before its sockets' news: ask
                 // the socket itself once more (not tokio's readiness cache,
                 // which may not have heard yet) before calling it idle.
-                Err(_) => match sys::recv(stream.as_fd(), &mut input) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        let _ =
-                            tokio::time::timeout(idle, stream.write_all(ERR_IDLE_TIMEOUT)).await;
-                        return Ok(());
+                sys::recv(stream.as_fd(), input)
+            } else {
+                stream.try_read(input)
+            };
+            match read {
+                Ok(0) => Step::EndOfInput,
+                Ok(n) => {
+                    pipelining = n == input.len();
+                    counters::add(Counter::BytesIn, n as u64);
+                    let decoded = codec.decode(&input[..n], &mut output);
+                    counters::add(
+                        Counter::Requests,
+                        decoded.unwrap_or_else(|too_long| too_long.lines),
+                    );
+                    Step::Answered {
+                        more: decoded.is_ok(),
                     }
-                    Err(e) => return Err(e),
-                },
-            },
-            None => stream.read(&mut input).await?,
-        };
-        if n == 0 {
-            // The client's half-close answers the tail; our drain does not.
-            if !shutdown::requested() {
-                codec.finish(&mut output);
+                }
+                // Nothing there after the timeout: idle. (Answered below,
+                // out of this block, which must not `.await`.)
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && timed_out => Step::Idle,
+                // Readiness was stale (tokio clears it and we wait again).
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
             }
-            return write_all(stream, &output, config).await;
-        }
-        counters::add(Counter::BytesIn, n as u64);
-        let decoded = codec.decode(&input[..n], &mut output);
-        counters::add(
-            Counter::Requests,
-            decoded.unwrap_or_else(|too_long| too_long.lines),
-        );
-        write_all(stream, &output, config).await?;
-        output.clear();
-        if decoded.is_err() {
-            return Ok(());
+        };
+        match step {
+            Step::Idle => {
+                let idle = config.idle_timeout().unwrap_or_default();
+                let _ = tokio::time::timeout(idle, stream.write_all(ERR_IDLE_TIMEOUT)).await;
+                return Ok(());
+            }
+            Step::EndOfInput => {
+                // The client's half-close answers the tail; our drain does not.
+                if !shutdown::requested() {
+                    codec.finish(&mut output);
+                }
+                return write_all(stream, &output, config).await;
+            }
+            Step::Answered { more } => {
+                write_all(stream, &output, config).await?;
+                if !more {
+                    return Ok(()); // a line too long: its error line went out last
+                }
+            }
         }
     }
+}
+
+/// What one read led to.
+enum Step {
+    /// End of stream.
+    EndOfInput,
+    /// Bytes were decoded into answers; `more` unless a line was too long.
+    Answered { more: bool },
+    /// Nothing arrived for the idle timeout.
+    Idle,
 }
 
 /// `write_all`, cut off after the idle timeout like the blocking family's
