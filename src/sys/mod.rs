@@ -402,9 +402,8 @@ pub fn descriptors_fit(what: &str, sockets: usize) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "{what} needs about {needed} descriptors, but this process may open at most {limit}: \
-         that is the hard limit (`ulimit -Hn`), which only root can raise \
-         (`ulimit -Hn N` in a root shell, or nofile in /etc/security/limits.conf)"
+        "{what} needs about {needed} descriptors, but this process may open {limit}, \
+         its hard limit (`ulimit -Hn`; only root can raise it)"
     ))
 }
 
