@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use iolab::coro::net::{Registration, TcpStream};
-use iolab::coro::scheduler::Direction;
+use iolab::coro::scheduler::{self, Direction};
 use iolab::coro::{self, Deadlock};
 use iolab::handler::Conn;
 
@@ -527,4 +527,36 @@ fn a_read_that_empties_the_queue_still_sees_the_end_of_stream_behind_it() {
         (first, second)
     });
     assert_eq!(reads.unwrap().unwrap(), (3, 0));
+}
+
+#[test]
+fn a_wait_on_a_stale_key_does_not_take_the_waiter_of_the_socket_now_in_its_slot() {
+    // `a` is registered and deregistered; `b`, registered next, gets the
+    // same slot of the reactor under a new generation. A wait on `a`'s
+    // stale key must not make its coroutine `b`'s reader: `b`'s own reader
+    // would then never hear of `b`'s data.
+    let (_a_peer, a) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (mut b_peer, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    b.set_nonblocking(true).unwrap();
+    let woken_by_data = coro::run(move || {
+        let stale = scheduler::register(a.as_raw_fd()).unwrap();
+        scheduler::deregister(stale, a.as_raw_fd());
+        let registration = Registration::new(&b).unwrap();
+        let reader = coro::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let timed_out = registration.wait(Direction::Read, Some(deadline));
+            let mut byte = [0u8; 1];
+            !timed_out && (&b).read(&mut byte).unwrap() == 1
+        });
+        coro::yield_now(); // the reader runs, and parks on `b`
+        let soon = Instant::now() + Duration::from_millis(20);
+        scheduler::wait_io(stale, Direction::Read, Some(soon));
+        b_peer.write_all(b"x").unwrap();
+        reader.join().unwrap()
+    });
+    assert!(
+        woken_by_data.unwrap().unwrap(),
+        "b's reader was not woken by b's data"
+    );
 }

@@ -698,15 +698,26 @@ pub fn drained(key: SourceKey, direction: Direction) {
 /// Parks the running coroutine until its socket is ready in `direction`,
 /// or `deadline` passes. Call only once the socket is known drained (a
 /// call said `EAGAIN`): the next edge wakes us.
+///
+/// A stale key (deregistered since) returns at once, as [`is_ready`] says
+/// yes to one: its slot may hold another socket now, whose waiter we must
+/// not displace, and no event will ever come for the old one. The next
+/// call on the descriptor reports what happened to it.
 pub fn wait_io(key: SourceKey, direction: Direction, deadline: Option<Instant>) {
-    with(|s| {
+    let registered = with(|s| {
         let id = s.current.expect("wait_io outside a coroutine");
-        let source = &mut s.sources[key.index];
+        let Some(source) = s.source(key) else {
+            return false;
+        };
         source.drained(direction);
         if source.waiter(direction).replace(id).is_none() {
             s.io_waiters += 1;
         }
+        true
     });
+    if !registered {
+        return;
+    }
     park_until(deadline);
     // Woken by a timer or for nothing: stop waiting on the socket.
     with(|s| {
