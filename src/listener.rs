@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::protocol::ERR_TOO_MANY_CONNS;
+use crate::shutdown;
 use crate::sys::{self, counters, Blocking};
 
 /// How many connections may wait in the kernel's accept queue. The kernel
@@ -66,6 +67,9 @@ pub fn bind_sibling(listener: &TcpListener) -> io::Result<TcpListener> {
 /// (libev's documentation describes the trick; nginx instead stops
 /// watching its listeners and retries on a timer, as our `uring` model does.)
 pub struct Acceptor {
+    // Declared first, so dropped first: the listener is unwatched before
+    // it closes (see `shutdown::watch_listener`).
+    watch: Option<shutdown::ListenerWatch>,
     listener: TcpListener,
     blocking: Blocking,
     max_conns: usize,
@@ -136,6 +140,7 @@ impl Acceptor {
     pub fn new(listener: TcpListener, blocking: Blocking, max_conns: usize) -> io::Result<Self> {
         listener.set_nonblocking(blocking == Blocking::No)?;
         Ok(Acceptor {
+            watch: None,
             listener,
             blocking,
             max_conns,
@@ -151,9 +156,22 @@ impl Acceptor {
         self
     }
 
-    /// Gives the listening socket back (the spare descriptor is closed).
+    /// Has a stop signal shut the listener down, so that a blocked
+    /// `accept` fails and the accept loop ends (the blocking family's way:
+    /// see [`crate::shutdown`]). Unwatched when the acceptor is dropped.
+    pub fn stop_on_signal(mut self) -> Self {
+        self.watch = Some(shutdown::watch_listener(&self.listener));
+        self
+    }
+
+    /// Gives the listening socket back (unwatched; the spare descriptor is
+    /// closed).
     pub fn into_listener(self) -> TcpListener {
-        self.listener
+        let Acceptor {
+            watch, listener, ..
+        } = self;
+        drop(watch);
+        listener
     }
 
     /// The listening socket (to register with a poller, or to watch for
@@ -263,5 +281,33 @@ fn open_spare() -> Option<OwnedFd> {
 impl AsRawFd for Acceptor {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.listener.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dropped acceptor's listener is no longer watched for the stop
+    /// signals: a signal must never shut down a socket that reused its
+    /// descriptor number.
+    #[test]
+    fn a_dropped_acceptor_unwatches_its_listener() {
+        let listener = bind("127.0.0.1:0", false).expect("bind");
+        let fd = listener.as_raw_fd();
+        let acceptor = Acceptor::new(listener, Blocking::No, 10)
+            .expect("acceptor")
+            .stop_on_signal();
+        assert!(shutdown::is_watched(fd));
+        drop(acceptor);
+        assert!(!shutdown::is_watched(fd), "closed but still watched");
+        let listener = bind("127.0.0.1:0", false).expect("bind");
+        let fd = listener.as_raw_fd();
+        let acceptor = Acceptor::new(listener, Blocking::No, 10)
+            .expect("acceptor")
+            .stop_on_signal();
+        let listener = acceptor.into_listener();
+        assert!(!shutdown::is_watched(fd), "handed back but still watched");
+        drop(listener);
     }
 }

@@ -177,21 +177,44 @@ pub fn wake_fd() -> BorrowedFd<'static> {
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
-/// Shuts `listener` down when a stop signal arrives (see the module doc).
-/// The listener must stay open for the life of the process, or be
-/// unwatched with [`forget_listeners`] before it is closed.
-pub fn watch_listener(listener: &impl AsRawFd) {
+/// Shuts `listener` down when a stop signal arrives (see the module doc),
+/// for as long as the returned [`ListenerWatch`] lives. Drop the watch
+/// *before* the listener closes — [`crate::listener::Acceptor`] holds it in
+/// a field declared before the listener's, so it does — or a signal could
+/// shut down whatever socket reuses the descriptor number (reachable with
+/// `--workers N`, where one worker's listener may close before the others).
+#[must_use = "the listener is watched only while the watch lives"]
+pub fn watch_listener(listener: &impl AsRawFd) -> ListenerWatch {
     let fd = listener.as_raw_fd();
-    for slot in &LISTENERS {
+    for (index, slot) in LISTENERS.iter().enumerate() {
         if slot.compare_exchange(-1, fd, SeqCst, SeqCst).is_ok() {
             if requested() {
                 // The signal came before we were watching: act for it.
                 sys::shutdown_read(fd);
             }
-            return;
+            return ListenerWatch { index, fd };
         }
     }
     panic!("more than {MAX_LISTENERS} listeners watched");
+}
+
+/// A listener watched for the stop signals; unwatched on drop.
+#[derive(Debug)]
+pub struct ListenerWatch {
+    index: usize,
+    fd: RawFd,
+}
+
+impl Drop for ListenerWatch {
+    fn drop(&mut self) {
+        // Only if it is still ours: a forked child forgets them all.
+        let _ = LISTENERS[self.index].compare_exchange(self.fd, -1, SeqCst, SeqCst);
+    }
+}
+
+/// Whether `fd` is watched for the stop signals now.
+pub fn is_watched(fd: RawFd) -> bool {
+    LISTENERS.iter().any(|slot| slot.load(SeqCst) == fd)
 }
 
 /// Stops watching every listener: a forked child calls this so that a

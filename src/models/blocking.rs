@@ -63,8 +63,7 @@ use crate::sys::{Blocking, Stream};
 
 /// Serves connections one after another on the calling thread.
 pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
-    shutdown::watch_listener(&listener);
-    let mut acceptor = Acceptor::new(listener, Blocking::Yes, config.max_conns)?;
+    let mut acceptor = Acceptor::new(listener, Blocking::Yes, config.max_conns)?.stop_on_signal();
     while let Some(conn) = handler::accept_next(&mut acceptor)? {
         let (fd, _place) = conn.into_parts();
         let mut stream = shutdown::Serving::mark(Stream::new(fd));

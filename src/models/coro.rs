@@ -86,8 +86,7 @@ fn run_scheduler(listener: TcpListener, config: &Config) -> io::Result<()> {
 fn accept_loop(listener: TcpListener, config: Rc<Config>) -> io::Result<()> {
     // The stop signal's handler shuts the listener down, which makes it
     // readable (waking us) and fails the next accept with EINVAL.
-    shutdown::watch_listener(&listener);
-    let mut acceptor = Acceptor::new(listener, Blocking::No, config.max_conns)?;
+    let mut acceptor = Acceptor::new(listener, Blocking::No, config.max_conns)?.stop_on_signal();
     let registration = Registration::new(&acceptor.as_raw_fd())?;
     let connections = Rc::new(Connections::default());
     while !shutdown::requested() {

@@ -69,10 +69,9 @@ use super::process;
 
 /// Accepts on the calling thread and forks a child per connection.
 pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
-    shutdown::watch_listener(&listener);
     // Each child holds one MAX_CONNS place, given back when it is reaped.
     process::install(config.max_conns, |_slot| counters::close_conn())?;
-    let mut acceptor = Acceptor::new(listener, Blocking::Yes, config.max_conns)?;
+    let mut acceptor = Acceptor::new(listener, Blocking::Yes, config.max_conns)?.stop_on_signal();
     let listener_fd = acceptor.as_raw_fd();
     while let Some(conn) = handler::accept_next(&mut acceptor)? {
         let (fd, place) = conn.into_parts();

@@ -94,9 +94,8 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
     // atomics work across processes in shared memory.
     let holds = unsafe { SharedMem::zeroed() }?;
     let _ = HOLDS_PLACE.set(holds);
-    shutdown::watch_listener(&listener);
     process::install(config.workers, give_back)?;
-    let mut acceptor = Acceptor::new(listener, Blocking::Yes, config.max_conns)?;
+    let mut acceptor = Acceptor::new(listener, Blocking::Yes, config.max_conns)?.stop_on_signal();
 
     // Keep the pool full until a stop signal, sleeping in between.
     loop {

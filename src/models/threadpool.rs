@@ -61,8 +61,7 @@ use super::threads::STACK_SIZE;
 /// Accepts on the calling thread and queues connections for `--workers`
 /// pool threads.
 pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
-    shutdown::watch_listener(&listener);
-    let mut acceptor = Acceptor::new(listener, Blocking::Yes, config.max_conns)?;
+    let mut acceptor = Acceptor::new(listener, Blocking::Yes, config.max_conns)?.stop_on_signal();
     let connections = Connections::default();
     // The queue is bounded by MAX_CONNS without a bound of its own: every
     // queued connection holds a place (see the module doc).

@@ -70,8 +70,7 @@ pub const STACK_SIZE: usize = 256 * 1024;
 
 /// Accepts on the calling thread and spawns a thread per connection.
 pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
-    shutdown::watch_listener(&listener);
-    let mut acceptor = Acceptor::new(listener, Blocking::Yes, config.max_conns)?;
+    let mut acceptor = Acceptor::new(listener, Blocking::Yes, config.max_conns)?.stop_on_signal();
     let connections = Connections::default();
     // A scope, so that threads may borrow `config` and `connections`, and
     // so that leaving it joins every thread.
