@@ -94,6 +94,16 @@ pub fn scenario(name: &str) -> Option<&'static [Run]> {
     }
 }
 
+/// The run of any scenario called `name` (`rr-100`, `c10k`).
+pub fn run_named(name: &str) -> Option<Run> {
+    ["rr", "pipeline", "c10k"]
+        .into_iter()
+        .filter_map(scenario)
+        .flatten()
+        .find(|run| run.name == name)
+        .copied()
+}
+
 /// What to compare.
 #[derive(Clone, Debug)]
 pub struct BenchArgs {

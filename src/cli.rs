@@ -33,6 +33,11 @@ pub struct BenchCli {
     /// Repeat each run this many times and report the median and spread.
     #[arg(long, default_value = "1", value_parser = parse_positive)]
     pub repeat: usize,
+    /// Also write the book's tables from the report (the one measured, or
+    /// the one --rerender reads) into this directory, e.g.
+    /// docs/src/generated.
+    #[arg(long, value_name = "DIR")]
+    pub book: Option<std::path::PathBuf>,
 }
 
 /// `lab load`'s options.

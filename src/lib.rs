@@ -21,6 +21,7 @@
 pub mod annotate;
 pub mod attack;
 pub mod bench;
+pub mod book;
 pub mod buffers;
 pub mod charts;
 pub mod child;
