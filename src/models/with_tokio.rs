@@ -144,8 +144,8 @@ async fn accept_loop(
 async fn serve_connection(stream: &mut tokio::net::TcpStream, config: &Config) -> io::Result<()> {
     let mut codec = config.codec();
     let big = READ_SIZE.min(config.max_pending);
-    // As in the handler: a read that filled its buffer means a pipelining
-    // client, and the next read borrows the big buffer.
+    // As in the handler: after a read that brought a burst, the next read
+    // borrows the big buffer.
     let mut pipelining = false;
     loop {
         let timed_out = match config.idle_timeout() {
@@ -176,7 +176,7 @@ async fn serve_connection(stream: &mut tokio::net::TcpStream, config: &Config) -
             match read {
                 Ok(0) => Step::EndOfInput,
                 Ok(n) => {
-                    pipelining = n == input.len();
+                    pipelining = n >= FIRST_READ.min(big);
                     counters::add(Counter::BytesIn, n as u64);
                     let decoded = codec.decode(&input[..n], &mut output);
                     counters::add(
