@@ -560,3 +560,89 @@ fn a_wait_on_a_stale_key_does_not_take_the_waiter_of_the_socket_now_in_its_slot(
         "b's reader was not woken by b's data"
     );
 }
+
+/// Counts its drops in a shared cell.
+struct CountsDrops(Rc<Cell<u32>>);
+
+impl Drop for CountsDrops {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+#[test]
+fn coroutines_unfinished_when_run_returns_are_unwound_and_their_sockets_closed() {
+    let (mut peer, ours) = std::os::unix::net::UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let drops = Rc::new(Cell::new(0));
+    let result = coro::run({
+        let drops = drops.clone();
+        move || {
+            // Parked for ever in a read: nothing is written to `peer`.
+            let guard = CountsDrops(drops.clone());
+            coro::spawn(move || {
+                let _guard = guard;
+                let mut stream = TcpStream::new(ours.into()).unwrap();
+                let _ = stream.read(&mut [0u8; 1]);
+                unreachable!("nothing is ever written to this socket");
+            });
+            // Parked for ever on an event only it holds.
+            let guard = CountsDrops(drops.clone());
+            coro::spawn(move || {
+                let _guard = guard;
+                coro::Event::new().wait();
+            });
+            coro::yield_now(); // both run, and park
+                               // Spawned as `main` returns: never started.
+            let guard = CountsDrops(drops);
+            coro::spawn(move || drop(guard));
+            "main is done"
+        }
+    });
+    assert_eq!(result.unwrap().unwrap(), "main is done");
+    assert_eq!(
+        drops.get(),
+        3,
+        "values left on coroutine stacks were not dropped"
+    );
+    // The parked reader's socket was closed as it unwound: end of stream.
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(peer.read(&mut [0u8; 1]).unwrap(), 0);
+}
+
+#[test]
+fn a_deadlock_unwinds_the_coroutines_it_reports() {
+    let drops = Rc::new(Cell::new(0));
+    let result = coro::run({
+        let drops = drops.clone();
+        move || {
+            let _guard = CountsDrops(drops);
+            coro::Event::new().wait();
+        }
+    });
+    assert_eq!(result.unwrap_err(), Deadlock { parked: 1 });
+    assert_eq!(drops.get(), 1);
+}
+
+#[test]
+fn a_coroutine_that_parks_again_while_cancelled_is_leaked_not_freed() {
+    // It catches the unwind of its cancellation and parks again. It cannot
+    // be unwound twice, and its stack cannot be freed with its values
+    // undropped: it is left as it is, and `run` still returns.
+    let drops = Rc::new(Cell::new(0));
+    let result = coro::run({
+        let drops = drops.clone();
+        move || {
+            coro::spawn(move || {
+                let _guard = CountsDrops(drops);
+                let never = coro::Event::new();
+                loop {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| never.wait()));
+                }
+            });
+            coro::yield_now();
+        }
+    });
+    assert!(matches!(result, Ok(Ok(()))));
+    assert_eq!(drops.get(), 0, "a value on a leaked stack was dropped");
+}

@@ -13,13 +13,23 @@
 //! A parked coroutine may be woken for nothing (a stale timer, an event
 //! meant for an earlier wait); every wait is a loop that checks its
 //! condition again, as with condition variables.
+//!
+//! **Nothing is freed that still holds something.** When [`run`] ends —
+//! `main` has returned, or nothing can ever run again — the coroutines
+//! still unfinished are *cancelled* before their stacks are unmapped, as
+//! corosensei unwinds a coroutine whose handle is dropped: each is resumed
+//! once more with a flag that makes the point where it parked unwind with
+//! a private payload, caught at its entry, so every destructor on its
+//! stack runs (its sockets close, its connection permit goes back).
+//! Unmapping the stack instead would free values that were never dropped:
+//! a leak of whatever they own, and unsound for anything pinned there.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -247,10 +257,86 @@ pub fn run<T: 'static>(
             break Err(deadlock);
         }
     };
-    // Coroutines still parked when `main` returns are abandoned; their
-    // stacks are unmapped with the scheduler (nothing runs on them).
+    cancel_unfinished();
+    // Only finished coroutines' stacks are left to unmap, with the pool.
     SCHEDULER.with(|cell| cell.borrow_mut().take());
     outcome.map(|()| handle.take_result())
+}
+
+/// The payload a cancelled coroutine unwinds with: private, so no code but
+/// the coroutine's entry can mean to catch it.
+struct Cancelled;
+
+thread_local! {
+    /// Set by [`cancel_unfinished`] just before it resumes a coroutine, and
+    /// taken by the first park point (or [`entry`]) that coroutine reaches.
+    static CANCEL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Resumes every coroutine that has not finished, one at a time, so that
+/// it unwinds from where it parked (or, never started, drops its closure
+/// unrun), running every destructor on its stack; its stack then goes to
+/// the pool like any finished coroutine's. Repeated until none is left,
+/// for destructors may spawn.
+///
+/// A coroutine that parks again while being cancelled — it caught the
+/// unwind and carried on, or a destructor waits for something — cannot be
+/// unwound a second time (a panic in a destructor during unwinding
+/// aborts). It stays suspended, and its box and stack are *leaked*: never
+/// unmapped, nothing on them freed. A leak is safe; freeing undropped
+/// values is not.
+fn cancel_unfinished() {
+    loop {
+        let unfinished: Vec<CoroId> = with(|s| {
+            let slots = s.slots.iter().enumerate();
+            slots
+                .filter_map(|(index, slot)| {
+                    let coro = slot.coro.as_ref()?;
+                    (coro.state != State::Done).then_some(CoroId {
+                        index,
+                        generation: slot.generation,
+                    })
+                })
+                .collect()
+        });
+        if unfinished.is_empty() {
+            return;
+        }
+        for id in unfinished {
+            let Some(target) = with(|s| {
+                let coro = s.coro(id)?;
+                coro.state = State::Running;
+                let target: *const Context = &coro.context;
+                s.current = Some(id);
+                Some(target)
+            }) else {
+                continue; // freed by a destructor of one cancelled before it
+            };
+            CANCEL.with(|c| c.set(true));
+            // SAFETY: as in `run_runnable`: the coroutine is suspended (or
+            // fresh), its box and stack are alive until it is retired
+            // below, and no RefCell borrow is held across the switch.
+            unsafe { Context::resume(target) };
+            stack::set_current_guard((0, 0));
+            CANCEL.with(|c| c.set(false));
+            with(|s| {
+                s.current = None;
+                if s.coro(id).is_some_and(|c| c.state == State::Done) {
+                    s.retire_if_done(id);
+                } else if let Some(coro) = s.slots[id.index].coro.take() {
+                    // Suspended again mid-cancellation: see above.
+                    std::mem::forget(coro);
+                }
+            });
+        }
+    }
+}
+
+/// In a coroutine just resumed: whether it is being cancelled (and this is
+/// the first park point to see it).
+#[inline(always)]
+fn take_cancel() -> bool {
+    CANCEL.with(|c| c.replace(false))
 }
 
 /// Resumes every runnable coroutine, in FIFO order, until none is left.
@@ -481,6 +567,12 @@ fn suspend_after(state: State, before: impl FnOnce(&mut Scheduler, CoroId)) {
     // into our stack. (Had the resuming side set it, its own pushes on
     // *its* stack would run under our guard page's name.)
     stack::set_current_guard(guard);
+    if take_cancel() {
+        // `run` is over and is cancelling us: unwind to `entry`'s
+        // catch_unwind, dropping everything on the way. resume_unwind, not
+        // panic!: no panic hook, so no message for what is not an error.
+        resume_unwind(Box::new(Cancelled));
+    }
 }
 
 /// The guard page of the running coroutine's stack.
@@ -586,6 +678,7 @@ pub fn try_spawn<T: 'static>(f: impl FnOnce() -> T + 'static) -> io::Result<Join
     let body: Box<dyn FnOnce()> = Box::new(move || {
         // A panic stops here, inside the coroutine: it never unwinds into
         // the assembly frames below, and never reaches other coroutines.
+        // So does the unwind of a cancellation (see `cancel_unfinished`).
         let result = catch_unwind(AssertUnwindSafe(f));
         *shared.result.borrow_mut() = Some(result);
         if let Some(waiter) = shared.waiter.take() {
@@ -627,7 +720,13 @@ unsafe extern "C" fn entry(data: usize) -> ! {
     // A fresh coroutine names its guard page first, as `suspend_after`
     // does on every later resume; this frame is at the top of its stack.
     stack::set_current_guard(current_guard());
-    body();
+    if take_cancel() {
+        // Cancelled before it ever ran: what its closure captured is
+        // dropped, here, and a panic in a destructor stops here too.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(body)));
+    } else {
+        body();
+    }
     suspend(State::Done);
     unreachable!("a finished coroutine was resumed");
 }
