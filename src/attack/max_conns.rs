@@ -75,7 +75,7 @@ fn run(target: &mut Target, _plan: &Plan) -> Result<Finding, Halt> {
                 wire::show(&got)
             )),
             Err(e) => f.fail(format!(
-                "extra client {j} (with {k} open) was admitted: {e}"
+                "extra client {j} (with {k} open) was not turned away: {e}"
             )),
         }
     }

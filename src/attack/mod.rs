@@ -555,6 +555,7 @@ fn attack_model(
             return Verdict::of(spec, scenario, outcome, started);
         }
     };
+    settle(server.pid());
     let addr = match server.addr.parse() {
         Ok(addr) => addr,
         Err(e) => {
@@ -579,4 +580,19 @@ fn attack_model(
         }
     }
     Verdict::of(spec, scenario, outcome, started)
+}
+
+/// Waits (up to 3 s) until the process tree under `pid` holds still: a
+/// server prints its address before it forks its workers, and a count of
+/// descriptors or memory taken while it is still forking them is no
+/// baseline.
+fn settle(pid: i32) {
+    let since = Instant::now();
+    let (mut last, mut same) = (usize::MAX, 0);
+    while same < 3 && since.elapsed() < Duration::from_secs(3) {
+        let now = crate::child::descendants(pid).len();
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

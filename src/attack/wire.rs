@@ -127,11 +127,14 @@ pub fn read_to_close(stream: &mut TcpStream, within: Duration) -> Result<Vec<u8>
     let mut chunk = [0u8; 16 * 1024];
     loop {
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-            return Err(format!(
-                "still open after {:.1} s; it sent {}",
-                within.as_secs_f64(),
-                show(&got)
-            ));
+            return Err(match got.is_empty() {
+                true => format!("still open and silent after {:.1} s", within.as_secs_f64()),
+                false => format!(
+                    "still open after {:.1} s; it sent {}",
+                    within.as_secs_f64(),
+                    show(&got)
+                ),
+            });
         };
         stream
             .set_read_timeout(Some(left.max(Duration::from_millis(1))))
