@@ -64,7 +64,13 @@ fn model_sources(name: &str) -> (Vec<Source>, &'static [&'static str]) {
         "epoll" => (vec![source!("models/epoll.rs")], READINESS),
         "sigio" => (vec![source!("models/sigio.rs")], READINESS),
         "uring" => (
-            vec![source!("models/uring.rs"), source!("sys/uring.rs")],
+            vec![
+                source!("models/uring/mod.rs"),
+                source!("models/uring/setup.rs"),
+                source!("models/uring/session.rs"),
+                source!("models/uring/event_loop.rs"),
+                source!("sys/uring.rs"),
+            ],
             &["conn", "listener", "shutdown", "protocol"],
         ),
         "coro" => (

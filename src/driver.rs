@@ -39,6 +39,7 @@ use crate::config::Config;
 use crate::conn::{Conn, Interest};
 use crate::listener::{Accepted, Acceptor, ConnPermit};
 use crate::shutdown;
+use crate::slab::{Key, Slab};
 use crate::sys::{self, counters};
 use crate::timers::Timers;
 
@@ -52,23 +53,27 @@ pub const ACCEPT_BUDGET: usize = 64;
 /// Size of the one read buffer the loop shares between all connections.
 pub const SCRATCH_SIZE: usize = 64 * 1024;
 
-/// Names a connection: its slot in the table and the slot's generation, so
-/// that a token kept for a closed connection (a stale event, a deferred
-/// entry) never reaches the connection that reuses the slot.
+/// Names a connection: its [`Key`] in the driver's [`Slab`], packed into
+/// the integer the kernel carries for us (an epoll event's data), so that a
+/// token kept for a closed connection (a stale event, a deferred entry)
+/// never reaches the connection that reuses the slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Token(pub u64);
 
 impl Token {
-    fn new(index: usize, generation: u32) -> Token {
-        Token((u64::from(generation) << 32) | index as u64)
+    fn key(self) -> Key {
+        Key::from_u64(self.0)
     }
     /// The slot number: small, dense, and reused after a close (models
     /// index their own tables with it).
     pub fn index(self) -> usize {
-        (self.0 & 0xffff_ffff) as usize
+        self.key().index()
     }
-    fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
+}
+
+impl From<Key> for Token {
+    fn from(key: Key) -> Token {
+        Token(key.to_u64())
     }
 }
 
@@ -176,19 +181,12 @@ struct Entry {
     _place: ConnPermit,
 }
 
-struct Slot {
-    generation: u32,
-    entry: Option<Entry>,
-}
-
 /// The connections of one readiness loop, advanced on the model's word.
 pub struct Driver {
     config: Config,
     trigger: Trigger,
     acceptor: Option<Acceptor>,
-    slots: Vec<Slot>,
-    free: Vec<usize>,
-    open: usize,
+    conns: Slab<Entry>,
     timers: Timers<Token>,
     deferred: VecDeque<Token>,
     /// Edge-triggered, the last accept stopped at its budget: connections
@@ -209,9 +207,7 @@ impl Driver {
             config: config.clone(),
             trigger,
             acceptor: Some(acceptor),
-            slots: Vec::new(),
-            free: Vec::new(),
-            open: 0,
+            conns: Slab::new(),
             timers: Timers::new(),
             deferred: VecDeque::new(),
             accept_pending: false,
@@ -230,24 +226,19 @@ impl Driver {
 
     /// How many connections are open.
     pub fn len(&self) -> usize {
-        self.open
+        self.conns.len()
     }
 
     /// Whether no connection is open.
     pub fn is_empty(&self) -> bool {
-        self.open == 0
+        self.conns.is_empty()
     }
 
     /// Every open connection: its token, socket and current interest.
     pub fn conns(&self) -> impl Iterator<Item = (Token, RawFd, Interest)> + '_ {
-        self.slots.iter().enumerate().filter_map(|(index, slot)| {
-            let entry = slot.entry.as_ref()?;
-            Some((
-                Token::new(index, slot.generation),
-                entry.socket.as_raw_fd(),
-                entry.interest,
-            ))
-        })
+        self.conns
+            .iter()
+            .map(|(key, entry)| (key.into(), entry.socket.as_raw_fd(), entry.interest))
     }
 
     /// The changes since the last call, in the order they happened. Apply
@@ -262,7 +253,7 @@ impl Driver {
     /// Whether the drain is over: shutdown was requested and every
     /// connection is closed. The model's loop ends then.
     pub fn finished(&self) -> bool {
-        self.drain_deadline.is_some() && self.open == 0
+        self.drain_deadline.is_some() && self.conns.is_empty()
     }
 
     /// Accepts the connections waiting on the listener (at most
@@ -296,22 +287,11 @@ impl Driver {
     }
 
     fn open_conn(&mut self, socket: OwnedFd, place: ConnPermit) {
-        let index = self.free.pop().unwrap_or_else(|| {
-            self.slots.push(Slot {
-                generation: 0,
-                entry: None,
-            });
-            self.slots.len() - 1
-        });
-        let token = Token::new(index, self.slots[index].generation);
         let conn = Conn::new(&self.config, self.now);
         let timer = conn.idle_deadline(&self.config);
-        if let Some(at) = timer {
-            self.timers.insert(at, token);
-        }
         let interest = conn.interest(self.config.max_pending, true);
         let fd = socket.as_raw_fd();
-        self.slots[index].entry = Some(Entry {
+        let token = Token::from(self.conns.insert(Entry {
             socket,
             conn,
             readable: false,
@@ -322,9 +302,11 @@ impl Driver {
             deferred: false,
             timer,
             _place: place,
-        });
-        self.open += 1;
-        self.memory_return.note(self.open);
+        }));
+        if let Some(at) = timer {
+            self.timers.insert(at, token);
+        }
+        self.memory_return.note(self.conns.len());
         self.changes.push(Change::Opened {
             token,
             fd,
@@ -333,7 +315,7 @@ impl Driver {
     }
 
     fn entry_mut(&mut self, token: Token) -> Option<&mut Entry> {
-        lookup(&mut self.slots, token)
+        self.conns.get_mut(token.key())
     }
 
     /// Advances the connection `token` after the kernel reported `ready`:
@@ -355,7 +337,7 @@ impl Driver {
     fn advance(&mut self, token: Token, ready: Ready, to_eagain: bool) {
         let (max_pending, trigger) = (self.config.max_pending, self.trigger);
         // Not `entry_mut`: the scratch buffer is borrowed at the same time.
-        let Some(entry) = lookup(&mut self.slots, token) else {
+        let Some(entry) = self.conns.get_mut(token.key()) else {
             return;
         };
         let scratch = &mut self.scratch;
@@ -428,14 +410,10 @@ impl Driver {
     }
 
     fn close(&mut self, token: Token) {
-        let slot = &mut self.slots[token.index()];
-        let Some(entry) = slot.entry.take() else {
+        let Some(entry) = self.conns.remove(token.key()) else {
             return;
         };
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(token.index());
-        self.open -= 1;
-        self.memory_return.note(self.open);
+        self.memory_return.note(self.conns.len());
         if let Some(at) = entry.timer {
             self.timers.remove(at, token);
         }
@@ -491,22 +469,18 @@ impl Driver {
         self.advance(token, Ready::READ, true);
         let (config, now) = (&self.config, self.now);
         // Not `entry_mut`: the config and the timers are used meanwhile.
-        let Some(entry) = lookup(&mut self.slots, token) else {
+        let Some(entry) = self.conns.get_mut(token.key()) else {
             return;
         };
-        match entry.conn.idle_deadline(config) {
-            Some(at) if at > now => {
-                entry.timer = Some(at);
-                self.timers.insert(at, token);
-            }
-            _ => {
-                entry.timer = None;
-                entry.conn.time_out();
-                // One try to deliver the error line; the client may not be
-                // reading, so we do not wait for it.
-                let _ = write_out(entry);
-                self.close(token);
-            }
+        entry.timer = self
+            .timers
+            .refile_or_expire(token, entry.conn.idle_deadline(config), now);
+        if entry.timer.is_none() {
+            entry.conn.time_out();
+            // One try to deliver the error line; the client may not be
+            // reading, so we do not wait for it.
+            let _ = write_out(entry);
+            self.close(token);
         }
     }
 
@@ -526,16 +500,6 @@ impl Driver {
             self.service(token, Ready::READ);
         }
     }
-}
-
-/// The live connection `token` names, or `None` if its slot was freed or
-/// reused since (a stale token: its generation no longer matches).
-fn lookup(slots: &mut [Slot], token: Token) -> Option<&mut Entry> {
-    let slot = slots.get_mut(token.index())?;
-    if slot.generation != token.generation() {
-        return None;
-    }
-    slot.entry.as_mut()
 }
 
 /// Moves bytes for one connection until the kernel would block or the read

@@ -39,6 +39,7 @@ pub mod load;
 pub mod models;
 pub mod protocol;
 pub mod shutdown;
+pub mod slab;
 pub mod stats;
 pub mod sys;
 pub mod timers;

@@ -205,33 +205,17 @@ impl Acceptor {
     }
 
     fn accept_failed(&mut self, err: io::Error) -> io::Result<Accepted> {
-        match err.raw_os_error() {
-            Some(libc::EAGAIN) => Ok(Accepted::Empty),
-            Some(libc::EINTR) => Ok(Accepted::Again),
-            // The peer reset or gave up while queued, or a transient network
-            // error accept(2) tells us to treat like EAGAIN.
-            Some(
-                libc::ECONNABORTED
-                | libc::EPROTO
-                | libc::ENETDOWN
-                | libc::ENOPROTOOPT
-                | libc::EHOSTDOWN
-                | libc::ENONET
-                | libc::EHOSTUNREACH
-                | libc::EOPNOTSUPP
-                | libc::ENETUNREACH,
-            ) => Ok(Accepted::Again),
-            // `accept4` takes a descriptor number *before* it looks at the
-            // queue, so it fails with EMFILE even when the queue is empty;
-            // only the spare's attempt can tell which it is.
-            Some(libc::EMFILE | libc::ENFILE) => Ok(self.shed_one()),
-            // ENOBUFS/ENOMEM: the kernel is short of memory; the connection
-            // stays queued. Back off briefly rather than spin.
-            Some(libc::ENOBUFS | libc::ENOMEM) => {
+        match AcceptError::of(&err) {
+            AcceptError::Empty => Ok(Accepted::Empty),
+            AcceptError::Transient => Ok(Accepted::Again),
+            AcceptError::OutOfDescriptors => Ok(self.shed_one()),
+            // The connection stays queued; back off briefly rather than
+            // spin on a listener that stays readable.
+            AcceptError::ShortOfMemory => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
                 Ok(Accepted::Again)
             }
-            _ => Err(err),
+            AcceptError::Fatal => Err(err),
         }
     }
 
@@ -261,6 +245,54 @@ impl Acceptor {
                 self.spare = open_spare();
                 Accepted::Empty
             }
+        }
+    }
+}
+
+/// What a failed `accept` means, for every model that accepts (the
+/// readiness models through [`Acceptor`], io_uring from its completions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcceptError {
+    /// `EAGAIN`: the queue is empty.
+    Empty,
+    /// Try again at once: a signal (`EINTR`), or the peer reset or gave up
+    /// while queued (`ECONNABORTED`), or one of the network errors
+    /// accept(2) says to treat like `EAGAIN` on Linux.
+    Transient,
+    /// `EMFILE`, `ENFILE`: no descriptor for the connection, which stays
+    /// queued. Retrying at once spins: free one, or pause.
+    OutOfDescriptors,
+    /// `ENOBUFS`, `ENOMEM`: the kernel is short of memory; the connection
+    /// stays queued. Pause briefly.
+    ShortOfMemory,
+    /// Anything else (`EINVAL` after the listener was shut down, `EPERM`
+    /// from a firewall hook, `EBADF`): the listener is unusable, or will
+    /// fail the same way again.
+    Fatal,
+}
+
+impl AcceptError {
+    /// Classifies the error of a failed `accept`.
+    pub fn of(err: &io::Error) -> AcceptError {
+        match err.raw_os_error() {
+            Some(libc::EAGAIN) => AcceptError::Empty,
+            Some(
+                libc::EINTR
+                | libc::ECONNABORTED
+                | libc::EPROTO
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH,
+            ) => AcceptError::Transient,
+            // `accept4` takes a descriptor number *before* it looks at the
+            // queue, so it fails with EMFILE even when the queue is empty.
+            Some(libc::EMFILE | libc::ENFILE) => AcceptError::OutOfDescriptors,
+            Some(libc::ENOBUFS | libc::ENOMEM) => AcceptError::ShortOfMemory,
+            _ => AcceptError::Fatal,
         }
     }
 }

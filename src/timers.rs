@@ -53,6 +53,24 @@ impl<K: Ord + Copy> Timers<K> {
         }
     }
 
+    /// The idle-timeout rule, the same for every loop, for a `key` whose
+    /// timer [`pop_due`](Self::pop_due) just returned: `deadline` is the
+    /// connection's deadline *now* — counted from the last byte that
+    /// arrived, after the loop has taken in what is queued (a process
+    /// stopped for a while wakes to its timers and its sockets' news at
+    /// once). If it has moved past `now`, it is filed again and returned;
+    /// `None` means the connection really was silent: time it out.
+    pub fn refile_or_expire(
+        &mut self,
+        key: K,
+        deadline: Option<Instant>,
+        now: Instant,
+    ) -> Option<Instant> {
+        let at = deadline.filter(|at| *at > now)?;
+        self.insert(at, key);
+        Some(at)
+    }
+
     /// How many deadlines are filed.
     pub fn len(&self) -> usize {
         self.set.len()
@@ -88,6 +106,18 @@ mod tests {
         assert_eq!(timers.pop_due(now), Some(1));
         assert_eq!(timers.pop_due(now), Some(2));
         assert_eq!(timers.pop_due(now), None);
+        assert_eq!(timers.len(), 1);
+    }
+
+    #[test]
+    fn a_deadline_that_moved_is_filed_again_and_a_passed_one_expires() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new();
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(timers.refile_or_expire(1, Some(later), t0), Some(later));
+        assert_eq!(timers.next(), Some(later));
+        assert_eq!(timers.refile_or_expire(2, Some(t0), t0), None);
+        assert_eq!(timers.refile_or_expire(3, None, t0), None);
         assert_eq!(timers.len(), 1);
     }
 

@@ -283,6 +283,16 @@ pub fn kernel_release() -> String {
         .to_string()
 }
 
+/// Whether the running kernel is at least `major.minor` (from
+/// [`kernel_release`]; a release that does not parse counts as 0.0).
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = kernel_release();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
 /// A child that ended, from [`reap_child`].
 #[derive(Clone, Copy, Debug)]
 pub struct Reaped {

@@ -76,16 +76,6 @@ pub fn submit_and_wait(ring: &IoUring, timeout: Option<Duration>) -> io::Result<
     }
 }
 
-/// `io_uring_enter` without waiting: makes room in a full submission queue.
-pub fn submit(ring: &IoUring) -> io::Result<()> {
-    bump(Counter::IoUringEnter);
-    match ring.submitter().submit() {
-        Ok(_) => Ok(()),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// Byte offset of `optlen` in the kernel's 64-byte `struct io_uring_sqe`
 /// (`include/uapi/linux/io_uring.h`; a union with `file_index` and
 /// `splice_fd_in`). Kernel ABI: it never moves.
@@ -117,6 +107,64 @@ pub fn recv_multi_capped(fd: types::Fd, group: u16, total: u32, per_recv: u32) -
     entry
 }
 
+/// A ring together with the receive buffers it may write into, so that
+/// their lifetimes are tied by the type, not by the order of a struct's
+/// fields: dropping it unregisters the buffers from the kernel first, and
+/// only then are they unmapped.
+pub struct Ring {
+    ring: IoUring,
+    buffers: Option<BufRing>,
+}
+
+impl Ring {
+    /// Wraps a ring with no provided buffers.
+    pub fn new(ring: IoUring) -> Ring {
+        Ring {
+            ring,
+            buffers: None,
+        }
+    }
+
+    /// Maps `count` buffers of `size` bytes (count a power of two, at most
+    /// 32,768) and registers them with the ring as buffer group `group`.
+    pub fn provide_buffers(&mut self, count: u16, size: usize, group: u16) -> io::Result<()> {
+        assert!(self.buffers.is_none(), "one buffer group per ring");
+        self.buffers = Some(BufRing::new(&self.ring, count, size, group)?);
+        Ok(())
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> &IoUring {
+        &self.ring
+    }
+
+    /// The ring, mutably (its submission and completion queues).
+    pub fn ring_mut(&mut self) -> &mut IoUring {
+        &mut self.ring
+    }
+
+    /// Its provided buffers, if it has them.
+    pub fn buffers(&self) -> Option<&BufRing> {
+        self.buffers.as_ref()
+    }
+
+    /// Its provided buffers, mutably.
+    pub fn buffers_mut(&mut self) -> Option<&mut BufRing> {
+        self.buffers.as_mut()
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if let Some(buffers) = &self.buffers {
+            // After this the kernel takes no buffer from the group; the
+            // ring's own drop (closing it) then ends every operation that
+            // had one, before `buffers` is unmapped.
+            let _ = self.ring.submitter().unregister_buf_ring(buffers.group);
+        }
+    }
+}
+
 /// A provided-buffer ring (`IORING_REGISTER_PBUF_RING`, Linux 5.19): a pool
 /// of receive buffers that *belong to the ring*, not to any connection. A
 /// multishot `recv` takes a buffer only when data arrives and names it in
@@ -127,9 +175,17 @@ pub fn recv_multi_capped(fd: types::Fd, group: u16, total: u32, per_recv: u32) -
 /// The ring is an array of `{addr, len, bid}` entries shared with the
 /// kernel; we add entries at the tail (whose 16 bits overlay the reserved
 /// field of entry 0) and the kernel takes them from the head.
+///
+/// **Who owns a buffer when.** A buffer is the kernel's from the moment it
+/// is published until a completion names it; then it is ours, as a
+/// [`LentBuffer`] — a value that is not `Copy` or `Clone`, so it can be
+/// given back exactly once ([`BufRing::give_back`] consumes it). Giving a
+/// buffer back twice would put it in the ring twice, and the kernel could
+/// write into it while we still read it: the type makes that impossible.
 pub struct BufRing {
     entries: *mut BufRingEntry,
-    // The memory behind `entries` and `buffers`, unmapped when dropped.
+    // The memory behind `entries` and `buffers`, unmapped when dropped
+    // (only inside a `Ring`, after the group is unregistered).
     _entries_memory: Mapping,
     _buffers_memory: Mapping,
     count: u16,
@@ -139,18 +195,16 @@ pub struct BufRing {
     group: u16,
 }
 
+/// A provided buffer the kernel filled and handed to us (see [`BufRing`]).
+#[derive(Debug)]
+#[must_use = "a lent buffer must be given back, or the ring runs dry"]
+pub struct LentBuffer {
+    bid: u16,
+    len: usize,
+}
+
 impl BufRing {
-    /// Maps `count` buffers of `size` bytes and their ring (count a power of
-    /// two, at most 32768), registers them with `ring` as group `group`,
-    /// and hands them all to the kernel.
-    ///
-    /// # Safety
-    ///
-    /// The `BufRing` must outlive `ring`'s use of it: drop the `IoUring`
-    /// (or unregister the group) *before* the `BufRing`, since the kernel
-    /// writes into the buffers until then. [`crate::models::uring`] keeps
-    /// both in one struct with the ring declared first, so it drops first.
-    pub unsafe fn new(ring: &IoUring, count: u16, size: usize, group: u16) -> io::Result<BufRing> {
+    fn new(ring: &IoUring, count: u16, size: usize, group: u16) -> io::Result<BufRing> {
         assert!(
             count.is_power_of_two(),
             "buffer ring size must be a power of two"
@@ -172,13 +226,14 @@ impl BufRing {
             group,
         };
         // SAFETY: `entries` is a page-aligned, zeroed mapping of `count`
-        // entries, which stays mapped until `self` drops (after the ring).
+        // entries. It stays mapped until the `BufRing` drops, which happens
+        // only inside a `Ring`, whose `Drop` unregisters the group first.
         unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(entries as u64, count, group, 0)
         }?;
         for bid in 0..count {
-            buf_ring.give_back(bid);
+            buf_ring.push(bid);
         }
         buf_ring.publish();
         Ok(buf_ring)
@@ -189,18 +244,35 @@ impl BufRing {
         self.group
     }
 
-    /// The first `len` bytes of buffer `bid`, which a completion said the
-    /// kernel filled.
-    pub fn buffer(&self, bid: u16, len: usize) -> &[u8] {
+    /// Takes ownership of the buffer a completion named: `bid` from its
+    /// flags, `len` from its result.
+    ///
+    /// # Safety
+    ///
+    /// `bid` must come from a completion of this ring's group that has not
+    /// been taken before: the kernel has finished writing it and handed it
+    /// over exactly once.
+    pub unsafe fn take(&self, bid: u16, len: usize) -> LentBuffer {
         assert!(bid < self.count && len <= self.size);
-        // SAFETY: buffer `bid` lies within the mapping; the kernel finished
-        // writing it before posting the completion that named it, and does
-        // not touch it again until we give it back.
-        unsafe { std::slice::from_raw_parts(self.buffers.add(bid as usize * self.size), len) }
+        LentBuffer { bid, len }
     }
 
-    /// Queues buffer `bid` for the kernel again (visible after `publish`).
-    pub fn give_back(&mut self, bid: u16) {
+    /// The bytes the kernel wrote into a lent buffer.
+    pub fn bytes(&self, lent: &LentBuffer) -> &[u8] {
+        // SAFETY: `lent.bid` < count and `lent.len` <= size (checked in
+        // `take`), so the slice lies within the mapping; the kernel wrote it
+        // before the completion and does not touch it while it is lent.
+        unsafe {
+            std::slice::from_raw_parts(self.buffers.add(lent.bid as usize * self.size), lent.len)
+        }
+    }
+
+    /// Gives a lent buffer back to the kernel (visible after `publish`).
+    pub fn give_back(&mut self, lent: LentBuffer) {
+        self.push(lent.bid);
+    }
+
+    fn push(&mut self, bid: u16) {
         let slot = (self.tail & (self.count - 1)) as usize;
         // SAFETY: `slot` < count, inside the entries mapping; the kernel
         // only reads entries between its head and our published tail, and

@@ -1,0 +1,587 @@
+//! The loop: submit what is queued, wait for completions, advance the
+//! sessions they are about, and keep the timers.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, squeue, types};
+
+use super::session::{parse_user_data, user_data, Op, Session};
+use super::setup::Features;
+use super::{BUFFER_SIZE, PAUSE, SINGLE_SHOT_BUFFER};
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::listener::{self, AcceptError, ConnPermit};
+use crate::shutdown;
+use crate::slab::{Key, Slab};
+use crate::sys::counters::{self, bump, Counter};
+use crate::sys::uring::{self as ring, Ring};
+use crate::sys::{self, MemoryReturn};
+use crate::timers::Timers;
+
+/// One ring and its connections.
+pub struct Loop<'a> {
+    ring: Ring,
+    config: &'a Config,
+    features: Features,
+    listener: Option<TcpListener>,
+    sessions: Slab<Session>,
+    timers: Timers<Key>,
+    accept: Accept,
+    drain_deadline: Option<Instant>,
+    now: Instant,
+    /// Entries that did not fit in the submission queue, in order: they
+    /// go in as soon as it has room (io-uring's own echo example keeps
+    /// the same backlog), and the loop does not sleep while any wait.
+    backlog: VecDeque<squeue::Entry>,
+    completions: Vec<(u64, i32, u32)>,
+    memory_return: MemoryReturn,
+}
+
+/// The listener's accept: armed or not, and paused after an error that
+/// retrying at once would only repeat.
+#[derive(Default)]
+struct Accept {
+    armed: bool,
+    paused_until: Option<Instant>,
+}
+
+impl<'a> Loop<'a> {
+    /// A loop over `ring` (with its provided buffers if `features` says
+    /// multishot) serving connections from `listener`.
+    pub fn new(ring: Ring, listener: TcpListener, config: &'a Config, features: Features) -> Self {
+        Loop {
+            ring,
+            config,
+            features,
+            listener: Some(listener),
+            sessions: Slab::new(),
+            timers: Timers::new(),
+            accept: Accept::default(),
+            drain_deadline: None,
+            now: Instant::now(),
+            backlog: VecDeque::new(),
+            completions: Vec::with_capacity(1024),
+            memory_return: MemoryReturn::default(),
+        }
+    }
+
+    /// Serves until a stop signal and the drain are over.
+    pub fn run(&mut self) -> io::Result<()> {
+        self.arm_accept();
+        let wake = opcode::PollAdd::new(
+            types::Fd(shutdown::wake_fd().as_raw_fd()),
+            libc::POLLIN as u32,
+        )
+        .build()
+        .user_data(user_data(Op::Wake, None));
+        // SAFETY: PollAdd lends no memory; the eventfd lives for ever.
+        unsafe { self.push(wake) };
+        loop {
+            self.now = Instant::now();
+            self.bookkeeping()?;
+            // Done when drained *and* the accept's final completion is in:
+            // until then the kernel holds the listener, and its port would
+            // stay bound for a moment after we exit.
+            if self.drain_deadline.is_some() && self.sessions.is_empty() && !self.accept.armed {
+                return Ok(());
+            }
+            let timeout = if self.backlog.is_empty() {
+                self.next_deadline()
+            } else {
+                Some(Duration::ZERO)
+            };
+            self.wait_and_reap(timeout)?;
+        }
+    }
+
+    /// Moves what waits in the backlog into the submission queue, submits,
+    /// waits up to `timeout` for a completion, and handles every completion
+    /// that has arrived.
+    fn wait_and_reap(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.flush_backlog();
+        // Read before the wait: completions dropped during it count too.
+        let before = self.ring.ring_mut().completion().overflow();
+        ring::submit_and_wait(self.ring.ring(), timeout)?;
+        self.now = Instant::now();
+        self.completions.clear();
+        self.completions.extend(
+            self.ring
+                .ring_mut()
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        // The ring's overflow counter counts every completion the kernel
+        // dropped: all of them on a full ring before Linux 5.5, since then
+        // (IORING_FEAT_NODROP) only those it could not even queue for
+        // later, out of memory. The one place they are counted (the EBADR
+        // that follows a drop is not counted again).
+        let dropped = self
+            .ring
+            .ring_mut()
+            .completion()
+            .overflow()
+            .wrapping_sub(before);
+        counters::add(Counter::Overflows, u64::from(dropped));
+        for i in 0..self.completions.len() {
+            let (data, result, flags) = self.completions[i];
+            self.complete(data, result, flags);
+        }
+        if let Some(buffers) = self.ring.buffers() {
+            buffers.publish();
+        }
+        Ok(())
+    }
+
+    /// Queues an operation; if the submission queue is full it waits in
+    /// the backlog, and goes in at the next turn of the loop (after the
+    /// kernel took the queue and we reaped what completed — pushing and
+    /// submitting in a loop here could spin while the completion queue is
+    /// full and the kernel answers `EBUSY`).
+    ///
+    /// # Safety
+    ///
+    /// Whatever memory `entry` lends the kernel must stay valid and unmoved
+    /// until its completion arrives (argued at each call).
+    unsafe fn push(&mut self, entry: squeue::Entry) {
+        if self.backlog.is_empty() {
+            // SAFETY: passed on from the caller.
+            if unsafe { self.ring.ring_mut().submission().push(&entry) }.is_ok() {
+                return;
+            }
+        }
+        self.backlog.push_back(entry);
+    }
+
+    fn flush_backlog(&mut self) {
+        while let Some(entry) = self.backlog.front() {
+            // SAFETY: each entry's memory was argued when it was pushed,
+            // and stays valid until its completion, which has not come.
+            if unsafe { self.ring.ring_mut().submission().push(entry) }.is_err() {
+                break; // full again: the rest at the next turn
+            }
+            self.backlog.pop_front();
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Duration> {
+        [
+            self.timers.next(),
+            self.drain_deadline,
+            self.accept.paused_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(self.now))
+    }
+
+    /// Timers, the end of an accept pause, and the drain.
+    fn bookkeeping(&mut self) -> io::Result<()> {
+        if self.timers.next().is_some_and(|at| at <= self.now) {
+            // Before judging a connection idle, take in what the kernel has
+            // finished for us: a loop that was stopped (SIGSTOP, a
+            // debugger) wakes to its timers and its completions at once.
+            self.wait_and_reap(Some(Duration::ZERO))?;
+        }
+        while let Some(key) = self.timers.pop_due(self.now) {
+            self.expire(key);
+        }
+        if self.accept.paused_until.is_some_and(|at| at <= self.now) {
+            self.accept.paused_until = None;
+            self.arm_accept();
+        }
+        if shutdown::requested() && self.drain_deadline.is_none() {
+            self.begin_drain();
+        }
+        if self.drain_deadline.is_some_and(|at| at <= self.now) {
+            for key in self.sessions.keys() {
+                self.close(key);
+            }
+        }
+        Ok(())
+    }
+
+    fn arm_accept(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        if self.accept.armed || self.accept.paused_until.is_some() || self.drain_deadline.is_some()
+        {
+            return;
+        }
+        let fd = types::Fd(listener.as_raw_fd());
+        let flags = libc::SOCK_CLOEXEC;
+        let entry = if self.features.multishot {
+            opcode::AcceptMulti::new(fd).flags(flags).build()
+        } else {
+            opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(flags)
+                .build()
+        };
+        self.accept.armed = true;
+        // SAFETY: accept lends no memory (null address pointers).
+        unsafe { self.push(entry.user_data(user_data(Op::Accept, None))) }
+    }
+
+    fn complete(&mut self, data: u64, result: i32, flags: u32) {
+        match parse_user_data(data) {
+            Some((Op::Accept, _)) => self.accepted(result, flags),
+            Some((Op::Recv, key)) => self.received(key, result, flags),
+            Some((Op::Send, key)) => self.sent(key, result),
+            Some((Op::Wake, _)) => self.begin_drain(),
+            // A cancel's target's own completion says the rest.
+            Some((Op::Cancel, _)) | None => {}
+        }
+    }
+
+    fn accepted(&mut self, result: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.accept.armed = false;
+        }
+        if result >= 0 {
+            bump(Counter::OpAccept);
+            bump(Counter::Accepted);
+            // SAFETY: a successful accept's result is a new descriptor that
+            // nothing else owns.
+            let socket = unsafe { OwnedFd::from_raw_fd(result) };
+            self.open_session(socket);
+        } else {
+            // The readiness models' acceptor sorts the errors the same way.
+            match AcceptError::of(&io::Error::from_raw_os_error(-result)) {
+                AcceptError::Empty | AcceptError::Transient => {}
+                // The connection stays queued (or the listener is broken):
+                // re-arming at once would fail the same way in a loop.
+                // Pause, and try again after a while — or as soon as a
+                // session closes and frees a descriptor.
+                AcceptError::OutOfDescriptors | AcceptError::ShortOfMemory | AcceptError::Fatal => {
+                    self.accept.paused_until = Some(self.now + PAUSE);
+                    if self.accept.armed {
+                        self.cancel(user_data(Op::Accept, None));
+                    }
+                }
+            }
+        }
+        if !self.accept.armed && self.drain_deadline.is_none() {
+            self.arm_accept();
+        }
+    }
+
+    fn open_session(&mut self, socket: OwnedFd) {
+        if self.drain_deadline.is_some() {
+            return; // accepted as the drain began: just close it
+        }
+        let Some(place) = ConnPermit::try_acquire(self.config.max_conns) else {
+            listener::turn_away(socket);
+            return;
+        };
+        let _ = sys::set_nodelay(socket.as_fd());
+        let conn = Conn::new(self.config, self.now);
+        let timer = conn.idle_deadline(self.config);
+        let key = self
+            .sessions
+            .insert(Session::new(socket, conn, timer, place));
+        if let Some(at) = timer {
+            self.timers.insert(at, key);
+        }
+        self.memory_return.note(self.sessions.len());
+        self.progress(key);
+    }
+
+    fn received(&mut self, key: Key, result: i32, flags: u32) {
+        let now = self.now;
+        let lent = cqueue::buffer_select(flags).and_then(|bid| {
+            let buffers = self.ring.buffers()?;
+            // SAFETY: the bid comes from this completion, which hands the
+            // buffer over once; it is taken here and nowhere else.
+            Some(unsafe { buffers.take(bid, result.max(0) as usize) })
+        });
+        let Some(session) = self.sessions.get_mut(key) else {
+            // A stale completion: still return the buffer it took.
+            if let (Some(lent), Some(buffers)) = (lent, self.ring.buffers_mut()) {
+                buffers.give_back(lent);
+            }
+            return;
+        };
+        if !cqueue::more(flags) {
+            session.recv_in_flight = false;
+            session.recv_cancelling = false;
+        }
+        match result {
+            n if n > 0 => {
+                bump(Counter::OpRecv);
+                match (lent, self.ring.buffers_mut()) {
+                    (Some(lent), Some(buffers)) => {
+                        session.conn.receive(buffers.bytes(&lent), now);
+                        buffers.give_back(lent);
+                    }
+                    _ => {
+                        let buffer = session.recv_buffer.as_deref().unwrap_or(&[]);
+                        let n = (n as usize).min(buffer.len());
+                        session.conn.receive(&buffer[..n], now);
+                    }
+                }
+            }
+            0 => {
+                bump(Counter::OpRecv);
+                session.conn.end_of_input();
+            }
+            // The buffer ring ran dry for a moment (ended the multishot),
+            // or our own backpressure cancel: arm again when it makes sense.
+            e if -e == libc::ENOBUFS || -e == libc::ECANCELED => {}
+            // A kernel before 6.17 refuses the capped receive: arm plain
+            // multishot receives from now on (cancelled on backpressure).
+            e if -e == libc::EINVAL && self.features.recv_capped => {
+                self.features.recv_capped = false;
+                eprintln!("lab: uring: this kernel has no capped multishot recv (6.17); cancelling on backpressure instead");
+            }
+            _ => {
+                if !session.closing {
+                    counters::conn_error();
+                }
+                return self.close(key);
+            }
+        }
+        self.progress(key);
+    }
+
+    fn sent(&mut self, key: Key, result: i32) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        session.send_in_flight = false;
+        if result < 0 {
+            if !session.closing {
+                counters::conn_error();
+            }
+            session.sending.clear();
+            return self.close(key);
+        }
+        bump(Counter::OpSend);
+        let n = result as usize;
+        counters::add(Counter::BytesOut, n as u64);
+        // A short send: the rest goes next, before any newer answer.
+        session.sending.drain(..n.min(session.sending.len()));
+        if session.sending.is_empty() && session.sending.capacity() > 4096 {
+            session.sending = Vec::new(); // an idle session keeps no big buffer
+        }
+        self.progress(key);
+    }
+
+    /// Moves a session forward: send what is owed, close it when done,
+    /// keep a receive armed exactly while it wants input.
+    fn progress(&mut self, key: Key) {
+        let max_pending = self.config.max_pending;
+        let features = self.features;
+        let group = self.ring.buffers().map_or(0, |b| b.group());
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if session.closing {
+            return self.free_if_idle(key);
+        }
+        let fd = types::Fd(session.socket.as_raw_fd());
+
+        if !session.send_in_flight && (!session.sending.is_empty() || session.conn.pending() > 0) {
+            if session.sending.is_empty() {
+                session.conn.move_unsent_into(&mut session.sending);
+            }
+            let entry =
+                opcode::Send::new(fd, session.sending.as_ptr(), session.sending.len() as u32)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(user_data(Op::Send, Some(key)));
+            session.send_in_flight = true;
+            // SAFETY: `sending`'s heap buffer is not touched, reallocated or
+            // freed until this send's completion (see `Session::sending`).
+            unsafe { self.push(entry) };
+        }
+
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let owed = session.conn.pending() + session.sending.len();
+        if session.conn.is_done() && owed == 0 && !session.send_in_flight {
+            return self.close(key);
+        }
+        let wants_input = session.conn.wants_read(max_pending) && owed < max_pending;
+        if wants_input && !session.recv_in_flight {
+            let room = u32::try_from(max_pending - owed).unwrap_or(u32::MAX);
+            let entry = if features.multishot && features.recv_capped {
+                // At most the room left under MAX_PENDING, then it ends and
+                // is armed again with the room there is then: the bound
+                // holds exactly, with no cancel racing the kernel.
+                ring::recv_multi_capped(fd, group, room, room.min(BUFFER_SIZE as u32))
+            } else if features.multishot {
+                opcode::RecvMulti::new(fd, group).build()
+            } else {
+                let buffer = session
+                    .recv_buffer
+                    .get_or_insert_with(|| vec![0; SINGLE_SHOT_BUFFER].into_boxed_slice());
+                opcode::Recv::new(fd, buffer.as_mut_ptr(), buffer.len() as u32).build()
+            };
+            session.recv_in_flight = true;
+            // SAFETY: multishot: the buffers are the ring's, unmapped only
+            // after the group is unregistered (`Ring`); single-shot: the
+            // boxed buffer lives in the session, which is not freed while a
+            // recv is in flight (`free_if_idle`).
+            unsafe { self.push(entry.user_data(user_data(Op::Recv, Some(key)))) };
+        } else if !wants_input
+            && session.recv_in_flight
+            && features.multishot
+            && !features.recv_capped
+            && !session.recv_cancelling
+        {
+            session.recv_cancelling = true;
+            self.cancel(user_data(Op::Recv, Some(key)));
+        }
+    }
+
+    fn cancel(&mut self, target: u64) {
+        let entry = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(user_data(Op::Cancel, None));
+        // SAFETY: a cancel lends no memory.
+        unsafe { self.push(entry) }
+    }
+
+    /// Starts closing a session: shut the socket down so everything in
+    /// flight completes, and free it once nothing is.
+    fn close(&mut self, key: Key) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        if !session.closing {
+            session.closing = true;
+            sys::shutdown_both(session.socket.as_raw_fd());
+        }
+        self.free_if_idle(key)
+    }
+
+    fn free_if_idle(&mut self, key: Key) {
+        if !self.sessions.get(key).is_some_and(Session::idle) {
+            return;
+        }
+        let session = self.sessions.remove(key).expect("checked");
+        if let Some(at) = session.timer {
+            self.timers.remove(at, key);
+        }
+        drop(session); // closes the socket, gives the MAX_CONNS place back
+        self.memory_return.note(self.sessions.len());
+        // A descriptor is free again: if accepting was paused for lack of
+        // one, try now.
+        if self.accept.paused_until.take().is_some() {
+            self.arm_accept();
+        }
+    }
+
+    /// An idle timer came due: file it again if the session has received
+    /// since, or time it out.
+    fn expire(&mut self, key: Key) {
+        let (config, now) = (self.config, self.now);
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        // Bytes the kernel still holds for us mean the client did send:
+        // not idle (see the driver's `expire` for why we look).
+        if sys::bytes_queued(session.socket.as_fd()).is_ok_and(|n| n > 0) {
+            session.conn.input_arrived(now);
+        }
+        session.timer = self
+            .timers
+            .refile_or_expire(key, session.conn.idle_deadline(config), now);
+        if session.timer.is_some() {
+            return;
+        }
+        if session.send_in_flight {
+            // It is not reading either: no point queueing the error.
+            return self.close(key);
+        }
+        session.conn.time_out();
+        self.progress(key)
+    }
+
+    /// Stops accepting and shuts down every read side: each session answers
+    /// what it has received and ends (see [`crate::shutdown`]).
+    fn begin_drain(&mut self) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        self.drain_deadline = Some(self.now + self.config.drain_timeout);
+        if self.accept.armed {
+            // The listener itself is dropped with the loop, after the
+            // accept's last completion (see `run`).
+            self.cancel(user_data(Op::Accept, None));
+        }
+        for key in self.sessions.keys() {
+            if let Some(session) = self.sessions.get(key) {
+                sys::shutdown_read(session.socket.as_raw_fd());
+                self.progress(key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_loop(config: &Config) -> Loop<'_> {
+        let listener = crate::listener::bind("127.0.0.1:0", false).expect("bind");
+        let ring = ring::new_ring(4, None).expect("io_uring");
+        let features = Features {
+            multishot: false,
+            recv_capped: false,
+        };
+        Loop::new(Ring::new(ring), listener, config, features)
+    }
+
+    /// An accept error that retrying would only repeat pauses accepting,
+    /// whatever it is: before, only EMFILE/ENFILE did, and a persistent
+    /// ENOMEM or a firewall's EPERM re-armed the accept at once, for ever.
+    #[test]
+    fn a_persistent_accept_error_pauses_instead_of_spinning() {
+        let config = Config::default();
+        for errno in [libc::EMFILE, libc::ENOMEM, libc::ENOBUFS, libc::EPERM] {
+            let mut event_loop = small_loop(&config);
+            event_loop.arm_accept();
+            event_loop.accepted(-errno, 0);
+            assert!(event_loop.accept.paused_until.is_some(), "errno {errno}");
+            assert!(!event_loop.accept.armed, "errno {errno}: re-armed at once");
+        }
+        // A transient one (the peer gave up while queued) re-arms at once.
+        let mut event_loop = small_loop(&config);
+        event_loop.arm_accept();
+        event_loop.accepted(-libc::ECONNABORTED, 0);
+        assert!(event_loop.accept.paused_until.is_none());
+        assert!(event_loop.accept.armed);
+    }
+
+    /// A full submission queue sends entries to the backlog, in order,
+    /// instead of submitting in a loop; the next turn takes them in.
+    #[test]
+    fn a_full_submission_queue_fills_the_backlog_and_the_next_turn_drains_it() {
+        let config = Config::default();
+        let mut event_loop = small_loop(&config);
+        // User data whose low byte names no operation of ours: the loop
+        // ignores their completions.
+        for i in 0..10u64 {
+            // SAFETY: a no-op lends no memory.
+            unsafe { event_loop.push(opcode::Nop::new().build().user_data(0x100 * (i + 1))) };
+        }
+        assert_eq!(event_loop.backlog.len(), 6, "4 fit in the queue");
+        let first = event_loop.backlog.front().map(|e| e.get_user_data());
+        assert_eq!(first, Some(0x500), "the backlog keeps the order");
+        // The kernel takes the four queued, and the next turn four more.
+        event_loop
+            .wait_and_reap(Some(Duration::ZERO))
+            .expect("wait");
+        event_loop
+            .wait_and_reap(Some(Duration::ZERO))
+            .expect("wait");
+        assert_eq!(event_loop.backlog.len(), 2, "the queue took 4 more");
+    }
+}

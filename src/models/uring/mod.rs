@@ -1,0 +1,148 @@
+//! # `uring` — completion: "tell me when this read is done"
+//!
+//! Every model so far asks the kernel a *readiness* question — which
+//! sockets can I read without blocking? — and then makes the `recv` and
+//! `send` calls itself, one syscall each. io_uring (Linux 5.1, Jens Axboe)
+//! turns the question around: the program hands the kernel whole
+//! operations — accept on this listener, receive on this socket, send these
+//! bytes — through a ring of submission entries in shared memory, and
+//! collects their results from a ring of completion entries. One
+//! `io_uring_enter` submits everything queued and waits for whatever
+//! finished; the kernel does the accepts, receives and sends in between.
+//! This is Stevens' fifth model, asynchronous IO, done right at last.
+//!
+//! ## One request, step by step
+//!
+//! ```text
+//! loop                                  kernel                       client
+//! SQ: AcceptMulti(listener)   (once: keeps accepting)
+//! io_uring_enter(submit, wait 1) ..                                  connect()
+//!                                       accept → CQE{fd}
+//!         returns
+//! SQ: RecvMulti(fd, buffer group)  (once: keeps receiving)
+//! io_uring_enter ..........                                          "hi\n"
+//!                                       copies into a ring buffer
+//!                                       → CQE{3 bytes, buffer 17}
+//!         returns
+//! codec(buffer 17) → "HI\n"; buffer 17 back to the ring
+//! SQ: Send(fd, "HI\n")
+//! io_uring_enter ..........             sends → CQE{3}
+//! ```
+//!
+//! With a thousand busy connections one `io_uring_enter` carries hundreds
+//! of completions out and hundreds of sends in: syscalls per request fall
+//! far below one, where a readiness loop needs at least two (`recv` and
+//! `send`) plus its share of `epoll_wait`. The summary shows both numbers:
+//! `syscalls` (the `io_uring_enter`s) and `operations` (what the kernel did).
+//!
+//! ## Buffers the kernel holds: the memory-safety argument
+//!
+//! A readiness loop lends the kernel a buffer for the length of one call.
+//! Here the kernel holds our memory *between* calls, until the completion
+//! arrives, so every buffer must stay alive and unmoved until then:
+//!
+//! - **Receive buffers** belong to a provided-buffer ring
+//!   ([`BufRing`](crate::sys::uring::BufRing)): one `mmap`ed pool, never
+//!   moved, owned with the ring by one value
+//!   ([`Ring`](crate::sys::uring::Ring)) whose `Drop` unregisters them
+//!   from the kernel before they are unmapped. A multishot `recv` takes a
+//!   buffer only when data arrives, so an idle connection owns none; the
+//!   completion hands it to us as a
+//!   [`LentBuffer`](crate::sys::uring::LentBuffer), a value given back
+//!   exactly once. Without multishot (`--no-multishot`, or a kernel
+//!   before 6.0) each connection's single-shot `recv` uses a boxed buffer
+//!   owned by its session, which is never freed while a `recv` is in flight.
+//! - **Send buffers**: a session moves its pending answers into `sending`
+//!   and lends that vector's heap memory to one `Send`; nothing touches
+//!   `sending` until the completion (moving the session within the slab
+//!   moves the `Vec` header, not its heap buffer).
+//! - **Closing**: a socket is never closed with an operation in flight.
+//!   `shutdown(SHUT_RDWR)` makes every in-flight `recv` and `send` complete
+//!   at once; the session, with its socket and buffers, is freed only when
+//!   it has none left.
+//!
+//! ## Backpressure, limits, shutdown
+//!
+//! A multishot `recv` keeps receiving on its own, so backpressure must stop
+//! it from outside. From Linux 6.17 the receive carries a byte cap, the
+//! room left under `MAX_PENDING` when it was armed: it ends by itself there,
+//! and is armed again, with the room there is then, once answers drain. An
+//! older kernel refuses the cap (`EINVAL`), and the loop falls back to
+//! *cancelling* the receive (`AsyncCancel`) when a client's unsent answers
+//! reach `MAX_PENDING`; a few buffers may land while the cancel travels, so
+//! that bound is `MAX_PENDING` plus a few buffers. Idle timeouts use the
+//! same [`Timers`] as the readiness models, their nearest deadline becoming
+//! the `io_uring_enter` timeout; before a due timer is judged, the loop
+//! reaps what has completed and asks the socket (`FIONREAD`) whether bytes
+//! wait that no completion has reported, so a client that did send is not
+//! cut off. A stop
+//! signal completes a `PollAdd` on the shutdown eventfd: the accept is
+//! cancelled, every read side shut down, and the loop ends when the last
+//! session is freed. Out of descriptors (`EMFILE`), accepting pauses for 50
+//! ms at a time rather than spinning.
+//!
+//! ## Options
+//!
+//! - `--no-multishot`: single-shot accept and recv, per-connection buffers
+//!   (what a pre-6.0 kernel would get; forced here so it is tested).
+//! - `--sqpoll`: a kernel thread polls the submission queue, so submitting
+//!   needs no syscall at all while it is awake. It helps when a core can be
+//!   spared for it; on a 2-core box it competes with the loop and the load.
+//! - `--workers N`: N rings on N threads, each with its own `SO_REUSEPORT`
+//!   listener, like `epoll --workers`.
+//!
+//! Where io_uring is unavailable (`kernel.io_uring_disabled`, a seccomp
+//! filter, `ENOSYS`) the model exits with a one-line message saying so.
+
+use std::io;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::sys::counters;
+use crate::sys::uring::Ring;
+
+mod event_loop;
+mod session;
+mod setup;
+
+use event_loop::Loop;
+use setup::Features;
+
+/// Submission queue entries per ring.
+const ENTRIES: u32 = 4096;
+/// Provided receive buffers per ring, and their size: 4 MiB. The kernel
+/// hands them out in ring order, so after 1,024 receives all of them have
+/// been written once and stay resident: a fixed cost per ring, not per
+/// connection.
+const BUFFERS: u16 = 1024;
+const BUFFER_SIZE: usize = 4096;
+/// Receive buffer per connection without multishot.
+const SINGLE_SHOT_BUFFER: usize = 16 * 1024;
+/// How long accepting pauses after an error that retrying at once would
+/// repeat (out of descriptors or memory, a listener that refuses).
+const PAUSE: Duration = Duration::from_millis(50);
+
+/// Runs `--workers` rings, each on its own thread with its own listener.
+pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
+    super::per_worker(listener, config, "uring", run)
+}
+
+/// Checks, before `lab` says it is listening, that a ring can be made here
+/// with the operations the model needs: a kernel without io_uring (or with
+/// it disabled) fails at start, not after the first client connected.
+pub fn preflight(config: &Config) -> io::Result<()> {
+    setup::open_ring(ENTRIES, config).map(drop)
+}
+
+/// One ring's life.
+fn run(listener: TcpListener, config: &Config) -> io::Result<()> {
+    let features = Features::probe(config);
+    let mut ring = Ring::new(setup::open_ring(ENTRIES, config)?);
+    if features.multishot {
+        ring.provide_buffers(BUFFERS, BUFFER_SIZE, 0)?;
+    }
+    let result = Loop::new(ring, listener, config, features).run();
+    counters::flush();
+    result
+}

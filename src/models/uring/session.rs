@@ -1,0 +1,124 @@
+//! One connection as io_uring sees it: the [`Conn`] state machine, the
+//! operations it has in flight, and the name those operations carry to the
+//! kernel and back.
+
+use std::os::fd::OwnedFd;
+use std::time::Instant;
+
+use crate::conn::Conn;
+use crate::listener::ConnPermit;
+use crate::slab::Key;
+
+/// A connection and the operations it has in flight.
+pub struct Session {
+    pub socket: OwnedFd,
+    pub conn: Conn,
+    /// Bytes lent to the kernel by the `Send` in flight: its heap buffer
+    /// is not touched, reallocated or freed until the completion (moving
+    /// the session within the slab moves the `Vec` header, not the bytes).
+    pub sending: Vec<u8>,
+    pub send_in_flight: bool,
+    pub recv_in_flight: bool,
+    /// A cancel of the multishot recv is on its way (backpressure, on
+    /// kernels without a capped receive).
+    pub recv_cancelling: bool,
+    /// Single-shot mode: the buffer lent to the `Recv` in flight.
+    pub recv_buffer: Option<Box<[u8]>>,
+    /// Shut down; freed when nothing is in flight.
+    pub closing: bool,
+    /// The idle deadline filed in the loop's timers.
+    pub timer: Option<Instant>,
+    pub _place: ConnPermit,
+}
+
+impl Session {
+    /// A session for a socket just accepted.
+    pub fn new(socket: OwnedFd, conn: Conn, timer: Option<Instant>, place: ConnPermit) -> Session {
+        Session {
+            socket,
+            conn,
+            sending: Vec::new(),
+            send_in_flight: false,
+            recv_in_flight: false,
+            recv_cancelling: false,
+            recv_buffer: None,
+            closing: false,
+            timer,
+            _place: place,
+        }
+    }
+
+    /// Whether the kernel holds nothing of it: only then may it be freed
+    /// (its socket closed, its buffers dropped).
+    pub fn idle(&self) -> bool {
+        !self.send_in_flight && !self.recv_in_flight
+    }
+}
+
+/// What a completion is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// The listener's accept.
+    Accept,
+    /// A session's receive.
+    Recv,
+    /// A session's send.
+    Send,
+    /// The shutdown eventfd became readable.
+    Wake,
+    /// A cancel: its target's own completion says the rest.
+    Cancel,
+}
+
+/// The 64 bits of user data an operation carries: the kind in bits 0–7,
+/// the session's slot in 8–31, the slot's generation in 32–63, so that a
+/// completion for a freed and reused slot is recognised as stale.
+pub fn user_data(op: Op, key: Option<Key>) -> u64 {
+    let kind = match op {
+        Op::Accept => 1,
+        Op::Recv => 2,
+        Op::Send => 3,
+        Op::Wake => 4,
+        Op::Cancel => 5,
+    };
+    let key = key.map_or(0, Key::to_u64);
+    let (index, generation) = (key & 0xffff_ffff, key >> 32);
+    debug_assert!(index < 1 << 24, "slot numbers fit in 24 bits");
+    kind | index << 8 | generation << 32
+}
+
+/// What [`user_data`] packed: `None` for data we never made.
+pub fn parse_user_data(data: u64) -> Option<(Op, Key)> {
+    let op = match data & 0xff {
+        1 => Op::Accept,
+        2 => Op::Recv,
+        3 => Op::Send,
+        4 => Op::Wake,
+        5 => Op::Cancel,
+        _ => return None,
+    };
+    let index = (data >> 8) & 0xff_ffff;
+    let generation = data >> 32;
+    Some((op, Key::from_u64(generation << 32 | index)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slab::Slab;
+
+    #[test]
+    fn user_data_names_the_operation_and_the_session() {
+        let mut slab = Slab::new();
+        let old = slab.insert(());
+        slab.remove(old);
+        let key = slab.insert(());
+        let data = user_data(Op::Send, Some(key));
+        assert_eq!(parse_user_data(data), Some((Op::Send, key)));
+        assert_ne!(
+            parse_user_data(user_data(Op::Send, Some(old))),
+            Some((Op::Send, key))
+        );
+        assert_eq!(parse_user_data(0), None);
+    }
+}
