@@ -46,6 +46,10 @@ pub fn install(capacity: usize, on_reap: fn(usize)) -> io::Result<()> {
     if SLOTS.set(slots).is_err() || ON_REAP.set(on_reap).is_err() {
         return Err(io::Error::other("process table installed twice"));
     }
+    // Before the first fork: a child's panic must not need std's stderr
+    // lock, which the `--stats` thread may hold at the instant of a fork
+    // (the child would inherit it held, by a thread it does not have).
+    std::panic::set_hook(Box::new(sys::panic_message_without_locks));
     // SA_RESTART: a child's exit should not interrupt the parent's `accept`;
     // reaping needs nothing from the main thread.
     let action = SigAction::new(
@@ -116,8 +120,12 @@ pub fn spawn(child: impl FnOnce(usize)) -> io::Result<Option<usize>> {
         let Some(slot) = slots.iter().position(|s| s.load(SeqCst) == 0) else {
             return Ok(None);
         };
-        // SAFETY: we are the main thread; the only other thread (the status
-        // line, if any) holds no lock the child uses before it `_exit`s.
+        // SAFETY: we are the main thread. The only other thread is the
+        // `--stats` line, which takes two locks a child could want: the
+        // allocator's (glibc's `fork` resets them in the child) and std's
+        // stderr lock, which nothing in a child takes — it serves its
+        // connection without printing, and its panic message goes out
+        // through the lock-free hook installed above — before it `_exit`s.
         match unsafe { sys::fork() }? {
             Forked::Parent(pid) => {
                 slots[slot].store(pid, SeqCst);

@@ -220,6 +220,37 @@ pub enum Forked {
     Child,
 }
 
+/// A panic hook that writes `lab: panic: MESSAGE` to standard error with
+/// one `write(2)` from a stack buffer: no lock (std's own hook takes the
+/// stderr lock) and no allocation. For processes forked from a
+/// multi-threaded parent, where a lock held by another thread at the fork
+/// stays held for ever in the child.
+pub fn panic_message_without_locks(info: &std::panic::PanicHookInfo<'_>) {
+    use std::fmt::Write as _;
+    struct StackBuf {
+        bytes: [u8; 512],
+        len: usize,
+    }
+    impl std::fmt::Write for StackBuf {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = self.bytes.len() - self.len;
+            let n = s.len().min(room);
+            self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+            self.len += n;
+            Ok(()) // a long message is cut, not failed
+        }
+    }
+    let mut buf = StackBuf {
+        bytes: [0; 512],
+        len: 0,
+    };
+    let _ = write!(buf, "lab: panic: {info}");
+    let end = buf.len.min(buf.bytes.len() - 1);
+    buf.bytes[end] = b'\n';
+    // SAFETY: write(2) reads `end + 1` initialised bytes of a live array.
+    unsafe { libc::write(2, buf.bytes.as_ptr().cast(), end + 1) };
+}
+
 /// `fork(2)`.
 ///
 /// # Safety

@@ -265,6 +265,12 @@ pub struct SignalInfo {
 /// `si_band` and `si_fd` the `libc` crate does not expose: three ints, then
 /// (at offset 16 on 64-bit targets, the union being 8-byte aligned) a long
 /// and an int.
+///
+/// That is the generic layout (`include/uapi/asm-generic/siginfo.h`), which
+/// every Linux architecture the lab builds for uses; MIPS swaps `errno` and
+/// `code` (unused here) and a few others differ, so the lab refuses to
+/// build for them rather than read the wrong bytes, and checks the offsets
+/// it relies on at compile time.
 #[repr(C)]
 struct SigPollInfo {
     signo: libc::c_int,
@@ -273,6 +279,32 @@ struct SigPollInfo {
     band: libc::c_long,
     fd: libc::c_int,
 }
+
+#[cfg(not(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "x86",
+        target_arch = "arm",
+        target_arch = "riscv64",
+        target_arch = "loongarch64",
+        target_arch = "powerpc64",
+        target_arch = "s390x"
+    )
+)))]
+compile_error!("SigPollInfo assumes the generic siginfo_t layout: check it for this target");
+
+// The union of `siginfo_t` starts after the three ints, aligned as a long
+// (and as a pointer, which is as wide): 16 on 64-bit targets, 12 on 32-bit.
+const _: () = {
+    let union_start = if std::mem::size_of::<libc::c_long>() == 8 { 16 } else { 12 };
+    assert!(std::mem::offset_of!(SigPollInfo, band) == union_start);
+    assert!(
+        std::mem::offset_of!(SigPollInfo, fd) == union_start + std::mem::size_of::<libc::c_long>()
+    );
+    assert!(std::mem::size_of::<SigPollInfo>() <= std::mem::size_of::<libc::siginfo_t>());
+};
 
 /// `sigtimedwait(2)`: takes one signal in `set` from the pending queue,
 /// waiting at most `timeout` (forever if `None`). `Ok(None)` on timeout.
@@ -294,13 +326,10 @@ pub fn sigtimedwait(
     // SAFETY: `set`, `info` and the timespec (or null) are valid for the call.
     match unsafe { syscall!(sigtimedwait(set, &mut info, ts_ptr)) } {
         Ok(signo) => {
-            const _: () = assert!(
-                std::mem::size_of::<SigPollInfo>() <= std::mem::size_of::<libc::siginfo_t>()
-            );
             // SAFETY: `SigPollInfo` is a prefix of the kernel's siginfo_t
-            // layout for SIGPOLL-type signals on Linux (checked to fit
-            // above); for other signals we read the same bytes but only use
-            // `signo`.
+            // layout for SIGPOLL-type signals on the targets allowed above
+            // (offsets and size checked at compile time there); for other
+            // signals we read the same bytes but only use `signo`.
             let poll_info = unsafe { &*(&info as *const libc::siginfo_t).cast::<SigPollInfo>() };
             let _ = (poll_info.errno, poll_info.code);
             Ok(Some(SignalInfo {
