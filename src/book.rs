@@ -215,7 +215,7 @@ impl Book<'_> {
         let any_skipped = rows.iter().any(|r| r.skipped.is_some());
         let mut head = vec![first, "req/s"];
         if repeated {
-            head.push("spread");
+            head.extend(["spread", "runs from … to"]);
         }
         head.extend([
             "p50",
@@ -223,7 +223,8 @@ impl Book<'_> {
             "server CPU µs/req",
             "syscalls/req",
             "KiB/conn",
-            "generator CPU",
+            "server's core",
+            "generator's core",
             "errors",
         ]);
         if any_skipped {
@@ -237,6 +238,9 @@ impl Book<'_> {
                     cells.push(thousands(row.requests_per_s));
                     if repeated {
                         cells.push(spread(row));
+                        cells.push(row.spread.map_or("—".into(), |(low, high)| {
+                            format!("{} … {}", thousands(low), thousands(high))
+                        }));
                     }
                     cells.extend([
                         latency(load.latency_us.p50),
@@ -246,6 +250,7 @@ impl Book<'_> {
                         row.syscalls_per_request
                             .map_or("not counted".into(), |v| format!("{v:.2}")),
                         row.kib_per_conn.map_or("—".into(), |v| format!("{v:.1}")),
+                        server_share(row),
                         format!("{:.0} %", load.cpu_share * 100.0),
                         row.errors.to_string(),
                     ]);
@@ -422,6 +427,17 @@ fn latency(us: f64) -> String {
     }
 }
 
+/// The server's CPU time over its wall time, in percent of one core: near
+/// 100 % (with one loop), the server set the pace.
+fn server_share(row: &Row) -> String {
+    match &row.summary {
+        Some(s) if s.wall_s > 0.0 => {
+            format!("{:.0} %", (s.cpu_user_s + s.cpu_sys_s) / s.wall_s * 100.0)
+        }
+        _ => "—".into(),
+    }
+}
+
 /// ± half the range of repeated runs, in percent of the median.
 fn spread(row: &Row) -> String {
     match row.spread {
@@ -510,12 +526,12 @@ mod tests {
         let snippets = render(&report(), "docs/results/x", "out");
         let run = &snippets[1].text;
         assert!(
-            run.contains("| epoll | 200,893 | 0 µs | 0 µs | 4.62 | 2.15 | 0.1 | 97 % | 0 | |"),
+            run.contains("| epoll | 200,893 | 0 µs | 0 µs | 4.62 | 2.15 | 0.1 | — | 97 % | 0 | |"),
             "{run}"
         );
         assert!(
             run.contains(
-                "| blocking | not run | — | — | — | — | — | — | — | cannot hold 10100 connections |"
+                "| blocking | not run | — | — | — | — | — | — | — | — | cannot hold 10100 connections |"
             ),
             "{run}"
         );

@@ -2,11 +2,32 @@
 //!
 //! - every `lab` command they show parses with the binary's own parser
 //!   (`iolab::cli::command`), subcommands and flags alike;
-//! - every project source item they name as a path (`driver::Driver::service`,
-//!   `src/driver.rs`) exists;
+//! - every project source item they name exists: paths
+//!   (`driver::Driver::service`, `src/driver.rs`) item by item, and bare
+//!   names that look like ours (`move_unsent_into`, `ConnPermit`,
+//!   `MAX_CONNS`) somewhere in the source; every `--flag` is one of `lab`'s;
 //! - every relative link in the book leads somewhere;
 //! - every model chapter links to its annotated source page, and the pages
 //!   committed under `docs/src/annotated/` are what `lab annotate` makes now.
+//!
+//! And they keep to the measurements:
+//!
+//! - the bench tables committed under `docs/src/generated/` are what
+//!   `lab bench --rerender DIR --book OUT` makes now from the report each
+//!   names, so a table cannot go stale;
+//! - every number cited from a report is in it. The convention: a number
+//!   taken from a report is written as a link to that report, the link's
+//!   text the number (and its unit), e.g. from a chapter in
+//!   `docs/src/models/`:
+//!   `[4.62 µs](../../results/2026-11-27-all-models-a976cfc/report.md)`.
+//!   A reference link does as well (`[4.62 µs][a976cfc]`, with
+//!   `[a976cfc]: ../../results/2026-11-27-all-models-a976cfc/report.md`
+//!   at the foot of the page). Each number in the link's text (digits, a
+//!   decimal point, thousands commas; code spans in it are labels, not
+//!   numbers) must be in the linked file as the same value (`1,613` is
+//!   `1613.0`, `2.00` is `2`; `4.6` is not `4.62`): `report.md` for the
+//!   table's figures, `report.json` for what only it holds (the server's
+//!   summaries, unrounded values).
 
 mod util;
 
@@ -410,12 +431,21 @@ fn every_relative_link_in_the_book_leads_somewhere() {
     for file in markdown_files() {
         let text = std::fs::read_to_string(&file).unwrap();
         let dir = file.parent().unwrap();
-        for (i, _) in text.match_indices("](") {
-            let target = &text[i + 2..];
-            let Some(end) = target.find(')') else {
-                continue;
-            };
-            let target = target[..end].split('#').next().unwrap().trim();
+        // Inline links, reference definitions and mdBook includes.
+        let mut targets: Vec<String> = text
+            .match_indices("](")
+            .filter_map(|(i, _)| {
+                let target = &text[i + 2..];
+                target.find(')').map(|end| target[..end].to_string())
+            })
+            .collect();
+        targets.extend(link_definitions(&text).into_values());
+        targets.extend(text.match_indices("{{#include ").filter_map(|(i, _)| {
+            let target = &text[i + "{{#include ".len()..];
+            target.find("}}").map(|end| target[..end].to_string())
+        }));
+        for target in targets {
+            let target = target.split('#').next().unwrap().trim();
             if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
                 continue;
             }
@@ -468,4 +498,470 @@ fn the_committed_annotated_pages_are_current() {
          --out docs/src/annotated`",
         stale.join(", ")
     );
+}
+
+/// Every word of the project's own source: src/, tests/, benches/ and
+/// Cargo.toml, code and comments alike.
+fn source_words() -> BTreeSet<String> {
+    let mut files = vec![root().join("Cargo.toml")];
+    for dir in ["src", "tests", "benches"] {
+        files.extend(files_under(root().join(dir)));
+    }
+    let mut words = BTreeSet::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        words.extend(
+            text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .filter(|w| !w.is_empty())
+                .map(String::from),
+        );
+    }
+    words
+}
+
+/// Names the docs give in backticks that look like ours but are the
+/// kernel's, /proc's or another project's, and are named nowhere in the
+/// source. A rule covers the kernel's prefixed constants
+/// ([`KERNEL_PREFIXES`]); these are the rest.
+const NOT_OURS: &[&str] = &[
+    // System calls and kernel slab caches.
+    "epoll_pwait",
+    "io_submit",
+    "io_uring_setup",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "rt_sigsuspend",
+    "set_robust_list",
+    "eventpoll_epi",
+    "sock_inode_cache",
+    // io_uring flags named without their prefix, and a kernel constant.
+    "DEFER_TASKRUN",
+    "EXT_ARG",
+    "SEND_ZC",
+    "SINGLE_ISSUER",
+    "IO_LOCAL_TW_DEFAULT_MAX",
+    // Fields of /proc/meminfo and /proc/PID/status.
+    "KernelStack",
+    "MemAvailable",
+    "PageTables",
+    "Rss",
+    "Slab",
+    "VmSize",
+    // Rust's std (Poll::Pending, Pin), tokio, .NET, Python's gevent.
+    "Pending",
+    "Pin",
+    "spawn_blocking",
+    "max_blocking_time",
+    "ThreadLocal",
+    "GreenletExit",
+    // Gone, and the book says so: the switch function before 2026-11-27.
+    "iolab_coro_switch",
+];
+
+/// The prefixes of the kernel's constants (`IORING_SETUP_SQPOLL`,
+/// `O_DIRECT`, `SIGRT_2`): a SCREAMING name starting so is not ours.
+const KERNEL_PREFIXES: &[&str] = &[
+    "IORING_", "O_", "F_", "SO_", "SOCK_", "MSG_", "TCP_", "RLIMIT_", "SIG", "EPOLL", "MAP_",
+    "PROT_", "CLONE_", "AF_",
+];
+
+/// What a code span names, if it is a bare identifier that looks like a
+/// Rust item: `snake_case_fn` (with an underscore), `CamelType`,
+/// `SCREAMING_CONST` (with an underscore); a trailing `()`, `(args)` or
+/// `!` is dropped.
+fn bare_identifier(span: &str) -> Option<&str> {
+    let span = span.trim();
+    let name = match span.find('(') {
+        Some(open) if span.ends_with(')') => &span[..open],
+        Some(_) => return None,
+        None => span,
+    };
+    let name = name.trim_end_matches('!');
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return None;
+    }
+    let snake = first.is_ascii_lowercase()
+        && name.contains('_')
+        && !name.contains("__")
+        && !name.ends_with('_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let camel = first.is_ascii_uppercase()
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && !name.contains('_');
+    let screaming = first.is_ascii_uppercase()
+        && name.contains('_')
+        && !name.ends_with('_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    (snake || camel || screaming).then_some(name)
+}
+
+/// Every long option of `lab` and its subcommands, `--` included.
+fn lab_flags() -> BTreeSet<String> {
+    let mut flags = BTreeSet::from(["--help".to_string(), "--version".to_string()]);
+    let lab = iolab::cli::command();
+    let mut commands = vec![&lab];
+    while let Some(command) = commands.pop() {
+        for arg in command.get_arguments() {
+            if let Some(long) = arg.get_long() {
+                flags.insert(format!("--{long}"));
+            }
+        }
+        commands.extend(command.get_subcommands());
+    }
+    flags
+}
+
+#[test]
+fn every_bare_name_and_flag_the_docs_give_is_ours() {
+    let words = source_words();
+    let flags = lab_flags();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for span in code_spans(&text) {
+            // A flag alone, or with its value: `--edge`, `--out DIR`.
+            if let Some(flag) = span.trim().split(' ').next().filter(|f| {
+                f.starts_with("--") && f[2..].starts_with(|c: char| c.is_ascii_lowercase())
+            }) {
+                checked += 1;
+                let flag = flag.split('=').next().unwrap();
+                if !flags.contains(flag) {
+                    missing.push(format!("{}: `{span}`: lab has no {flag}", relative(&file)));
+                }
+                continue;
+            }
+            let Some(name) = bare_identifier(&span) else {
+                continue;
+            };
+            if NOT_OURS.contains(&name) || KERNEL_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                continue;
+            }
+            checked += 1;
+            if !words.contains(name) {
+                missing.push(format!(
+                    "{}: `{span}`: `{name}` is named nowhere in src/, tests/ or benches/",
+                    relative(&file)
+                ));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+    assert!(checked > 500, "only {checked} names and flags found");
+}
+
+#[test]
+fn the_bare_name_rules_pick_what_looks_like_ours() {
+    assert_eq!(
+        bare_identifier("move_unsent_into"),
+        Some("move_unsent_into")
+    );
+    assert_eq!(bare_identifier("take_unsent()"), Some("take_unsent"));
+    assert_eq!(bare_identifier("free_if_idle(slot)"), Some("free_if_idle"));
+    assert_eq!(bare_identifier("ConnPermit"), Some("ConnPermit"));
+    assert_eq!(bare_identifier("MAX_CONNS"), Some("MAX_CONNS"));
+    assert_eq!(bare_identifier("syscall!"), None); // no underscore
+    assert_eq!(bare_identifier("recv"), None);
+    assert_eq!(bare_identifier("EPOLLET"), None);
+    assert_eq!(bare_identifier("rr-100"), None);
+    assert_eq!(bare_identifier("lab bench"), None);
+    assert_eq!(bare_identifier("Box<[u8]>"), None);
+    assert!(lab_flags().contains("--no-multishot"));
+    assert!(lab_flags().contains("--book"));
+}
+
+#[test]
+fn the_committed_book_tables_are_current() {
+    let generated = root().join("docs/src/generated");
+    let mut stale = Vec::new();
+    let mut commands = BTreeSet::new();
+    let sources = files_under(generated)
+        .into_iter()
+        .filter(|path| path.file_name().is_some_and(|n| n == "source.md"));
+    for source in sources {
+        let folder = source.parent().unwrap();
+        let text = std::fs::read_to_string(&source).unwrap();
+        let (report_dir, out) = iolab::book::parse_header(&text)
+            .unwrap_or_else(|| panic!("{} names no report", relative(&source)));
+        assert_eq!(
+            root().join(&out),
+            folder,
+            "{} says it was written to {out}",
+            relative(&source)
+        );
+        let json = std::fs::read_to_string(root().join(&report_dir).join("report.json"))
+            .unwrap_or_else(|e| panic!("{}: {report_dir}/report.json: {e}", relative(&source)));
+        let report: iolab::bench::BenchReport = serde_json::from_str(&json).unwrap();
+        let fresh = iolab::book::render(&report, &report_dir, &out);
+        let command =
+            format!("cargo run --release --bin lab -- bench --rerender {report_dir} --book {out}");
+        for snippet in &fresh {
+            let committed = std::fs::read_to_string(folder.join(&snippet.name)).unwrap_or_default();
+            if committed != snippet.text {
+                stale.push(format!("{out}/{}", snippet.name));
+                commands.insert(command.clone());
+            }
+        }
+        for entry in std::fs::read_dir(folder).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if text.starts_with(iolab::book::MARKER) && !fresh.iter().any(|s| s.name == name) {
+                stale.push(format!("{out}/{name} (no longer made)"));
+                commands.insert(command.clone());
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "stale book tables: {}\nrun: {}",
+        stale.join(", "),
+        commands.into_iter().collect::<Vec<_>>().join("\n     ")
+    );
+}
+
+/// The paragraphs of a Markdown text outside fenced blocks, each on one line.
+fn paragraphs(text: &str) -> Vec<String> {
+    let mut paragraphs = Vec::new();
+    let mut in_fence = false;
+    let mut paragraph = String::new();
+    for line in text.lines().chain(std::iter::once("")) {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        if in_fence {
+            continue;
+        }
+        if line.trim().is_empty() {
+            if !paragraph.is_empty() {
+                paragraphs.push(std::mem::take(&mut paragraph));
+            }
+        } else {
+            paragraph.push_str(line);
+            paragraph.push(' ');
+        }
+    }
+    paragraphs
+}
+
+/// The link reference definitions of a Markdown text (`[label]: target`,
+/// outside fenced blocks), by label in lower case.
+fn link_definitions(text: &str) -> std::collections::HashMap<String, String> {
+    let mut definitions = std::collections::HashMap::new();
+    let mut in_fence = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") {
+            in_fence = !in_fence;
+        }
+        if in_fence || line.len() - trimmed.len() > 3 {
+            continue;
+        }
+        let Some((label, target)) = trimmed
+            .strip_prefix('[')
+            .and_then(|rest| rest.split_once("]:"))
+        else {
+            continue;
+        };
+        if label.contains(['[', ']']) {
+            continue; // `[text][label]: …`, a link at the start of a line
+        }
+        if let Some(target) = target.split_whitespace().next() {
+            definitions.insert(label.to_lowercase(), target.to_string());
+        }
+    }
+    definitions
+}
+
+/// The links of a paragraph: (text, target), inline (`[text](target)`)
+/// or by reference (`[text][label]`, the label's target from
+/// `definitions`).
+fn links(
+    paragraph: &str,
+    definitions: &std::collections::HashMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for (at, _) in paragraph.match_indices("][") {
+        let Some(open) = opening_bracket(paragraph, at) else {
+            continue;
+        };
+        let rest = &paragraph[at + 2..];
+        let Some(end) = rest.find(']') else {
+            continue;
+        };
+        if let Some(target) = definitions.get(&rest[..end].to_lowercase()) {
+            found.push((paragraph[open + 1..at].to_string(), target.clone()));
+        }
+    }
+    found.extend(inline_links(paragraph));
+    found
+}
+
+/// The `[` that opens the link text whose `]` is at `close`, brackets
+/// nested or not.
+fn opening_bracket(paragraph: &str, close: usize) -> Option<usize> {
+    let mut depth = 0;
+    for (i, c) in paragraph[..close].char_indices().rev() {
+        match c {
+            ']' => depth += 1,
+            '[' if depth == 0 => return Some(i),
+            '[' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The inline links of a paragraph: (text, target).
+fn inline_links(paragraph: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for (at, _) in paragraph.match_indices("](") {
+        let open = opening_bracket(paragraph, at);
+        let target = &paragraph[at + 2..];
+        let (Some(open), Some(end)) = (open, target.find(')')) else {
+            continue;
+        };
+        found.push((
+            paragraph[open + 1..at].to_string(),
+            target[..end].trim().to_string(),
+        ));
+    }
+    found
+}
+
+/// The numbers in a text, as written but without thousands commas:
+/// `1,953,226` → `1953226`, `4.62` → `4.62`. Digits glued to a letter
+/// before them (`p99`, `c10k`) are part of a name, not a number.
+fn numbers(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let digit = |i: usize| chars.get(i).is_some_and(|c| c.is_ascii_digit());
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let glued = i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_');
+        let after_point = i > 1 && chars[i - 1] == '.' && digit(i - 2);
+        if !digit(i) || glued || after_point {
+            i += 1;
+            continue;
+        }
+        let mut number = String::new();
+        while digit(i) {
+            number.push(chars[i]);
+            i += 1;
+        }
+        // Thousands: a comma and exactly three digits.
+        while chars.get(i) == Some(&',') && (1..=3).all(|k| digit(i + k)) && !digit(i + 4) {
+            number.extend(&chars[i + 1..i + 4]);
+            i += 4;
+        }
+        if chars.get(i) == Some(&'.') && digit(i + 1) {
+            number.push('.');
+            i += 1;
+            while digit(i) {
+                number.push(chars[i]);
+                i += 1;
+            }
+        }
+        found.push(number);
+    }
+    found
+}
+
+/// A number as a value: `2.00` and `2` are the same number, `1613.0` and
+/// `1,613` too (commas are already gone), `4.6` and `4.62` are not.
+fn value(number: &str) -> String {
+    match number.split_once('.') {
+        Some((whole, fraction)) => match fraction.trim_end_matches('0') {
+            "" => whole.to_string(),
+            fraction => format!("{whole}.{fraction}"),
+        },
+        None => number.to_string(),
+    }
+}
+
+/// A link's text without its code spans: `` `rr-100` `` labels a number,
+/// it is not one.
+fn without_code(text: &str) -> String {
+    text.split('`').step_by(2).collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn every_number_cited_from_a_report_is_in_it() {
+    let results = root().join("docs/results");
+    let mut in_report: std::collections::HashMap<PathBuf, BTreeSet<String>> = Default::default();
+    let mut wrong = Vec::new();
+    let mut cited = 0;
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let dir = file.parent().unwrap();
+        let definitions = link_definitions(&text);
+        for paragraph in paragraphs(&text) {
+            for (label, target) in links(&paragraph, &definitions) {
+                let Ok(target) = dir.join(target.split('#').next().unwrap()).canonicalize() else {
+                    continue; // a broken link: the link test says so
+                };
+                let is_report = target.parent().and_then(Path::parent) == Some(results.as_path())
+                    && target
+                        .file_name()
+                        .is_some_and(|n| n == "report.md" || n == "report.json");
+                if !is_report {
+                    continue;
+                }
+                let known = in_report.entry(target.clone()).or_insert_with(|| {
+                    let report = std::fs::read_to_string(&target).unwrap();
+                    numbers(&report).iter().map(|n| value(n)).collect()
+                });
+                for number in numbers(&without_code(&label)) {
+                    cited += 1;
+                    if !known.contains(&value(&number)) {
+                        wrong.push(format!(
+                            "{}: [{label}] cites {number}, which is not in {}",
+                            relative(&file),
+                            relative(&target)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(cited > 100, "only {cited} numbers cited from reports");
+}
+
+#[test]
+fn the_citation_reader_finds_links_and_numbers() {
+    let text = "epoll spent [4.62 µs](../../results/x/report.md) per request \
+                ([`rr-100`: 173,238][X] req/s),\nsee [results](../results.md).\n\n\
+                [x]: ../../results/x/report.json\n";
+    let definitions = link_definitions(text);
+    assert_eq!(
+        links(&paragraphs(text)[0], &definitions),
+        vec![
+            (
+                "`rr-100`: 173,238".into(),
+                "../../results/x/report.json".into()
+            ),
+            ("4.62 µs".into(), "../../results/x/report.md".into()),
+            ("results".into(), "../results.md".into()),
+        ]
+    );
+    assert_eq!(
+        numbers("1,953,226 and 4.62 µs, ±15 %"),
+        ["1953226", "4.62", "15"]
+    );
+    assert_eq!(numbers("p99 c10k 5.8ms 10,100"), ["5.8", "10100"]);
+    assert_eq!(numbers("1,2345"), ["1", "2345"]);
+    assert_eq!(numbers(&without_code("`rr-1000` 170,198")), ["170198"]);
+    assert_eq!(value("1613.0"), "1613");
+    assert_eq!(value("2.00"), "2");
+    assert_eq!(value("0.150"), "0.15");
+    assert_eq!(value("4.62"), "4.62");
 }
