@@ -49,7 +49,7 @@ pub fn header(report_dir: &str, out: &str) -> String {
 }
 
 /// The report folder and the output folder a snippet's first line names,
-/// or `None` if the text was not written by [`write`].
+/// or `None` if the text was not written by [`write()`].
 pub fn parse_header(text: &str) -> Option<(String, String)> {
     let rest = text.lines().next()?.strip_prefix(MARKER)?;
     let rest = rest.strip_suffix(": do not edit -->")?;
