@@ -20,6 +20,8 @@
 
 pub mod annotate;
 pub mod attack;
+#[cfg(target_pointer_width = "64")]
+pub mod async_rt;
 pub mod bench;
 pub mod book;
 pub mod buffers;
@@ -38,6 +40,7 @@ pub mod listener;
 pub mod load;
 pub mod models;
 pub mod protocol;
+pub mod readiness_state;
 pub mod shutdown;
 pub mod slab;
 pub mod stats;
