@@ -13,17 +13,25 @@
 //! - `thread ping-pong`: two OS threads handing a token back and forth
 //!   through a mutex and condition variable — one hand-off, the thread
 //!   equivalent of a switch.
-//! - memory per parked coroutine: printed once, from VmRSS before and after
-//!   parking 100,000 coroutines.
+//! - `stack page fault after a trim`: what a trimmed coroutine pays per
+//!   page when it goes deep again (see `coro::trim`): a stack's pages
+//!   given back with `madvise(MADV_DONTNEED)`, then touched again, timed
+//!   per page.
+//! - `stack trim`: the `madvise` itself, of a 64 KiB stack with every page
+//!   resident, and with none (a handler that parks in its top page).
+//! - memory per parked coroutine: printed once, from PSS before and after
+//!   parking 100,000 coroutines; and for 10,000 that went 32 KiB deep
+//!   before parking, PSS before and after their stacks were trimmed.
 
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use iolab::coro;
 use iolab::coro::context::Context;
-use iolab::coro::stack::Stack;
+use iolab::coro::stack::{Stack, STACK_SIZE};
+use iolab::coro::trim::{RED_ZONE, TRIM_AFTER};
 
 fn switch(c: &mut Criterion) {
     c.bench_function(
@@ -140,13 +148,94 @@ fn thread_ping_pong(c: &mut Criterion) {
     });
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// Writes one word into each of `stack`'s pages, from the top down.
+fn touch_every_page(stack: &Stack) {
+    let page = iolab::sys::page_size();
+    for k in 0..STACK_SIZE / page {
+        let word = (stack.top() - k * page - 8) as *mut u64;
+        // SAFETY: the word lies in the stack's usable part (k pages below
+        // its top, never in the guard page), which no coroutine uses.
+        unsafe { word.write_volatile(k as u64) };
+    }
+}
+
+/// Gives back every page of `stack`.
+fn trim_whole(stack: &Stack) {
+    // SAFETY: no coroutine uses this stack; an sp above its top covers it
+    // all.
+    unsafe { stack.discard_below(stack.top() + RED_ZONE) };
+}
+
+fn trim_costs(c: &mut Criterion) {
+    let pages = (STACK_SIZE / iolab::sys::page_size()) as u32;
+    let stack = Stack::new().unwrap();
+    c.bench_function("stack page fault after a trim (per page)", |b| {
+        b.iter_custom(|iters| {
+            let mut faulting = Duration::ZERO;
+            for _ in 0..iters {
+                trim_whole(&stack);
+                let start = Instant::now();
+                touch_every_page(&stack);
+                faulting += start.elapsed();
+            }
+            faulting / pages
+        })
+    });
+    c.bench_function("stack page touched again, not trimmed (per page)", |b| {
+        touch_every_page(&stack);
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                touch_every_page(&stack);
+            }
+            start.elapsed() / pages
+        })
+    });
+    c.bench_function("stack trim: madvise, every page resident", |b| {
+        b.iter_custom(|iters| {
+            let mut trimming = Duration::ZERO;
+            for _ in 0..iters {
+                touch_every_page(&stack);
+                let start = Instant::now();
+                trim_whole(&stack);
+                trimming += start.elapsed();
+            }
+            trimming
+        })
+    });
+    c.bench_function("stack trim: madvise, nothing resident", |b| {
+        trim_whole(&stack);
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                trim_whole(&stack);
+            }
+            start.elapsed()
+        })
+    });
+}
+
+/// Proportional set size of this process, in KiB: its resident pages,
+/// each shared one divided among its sharers.
+fn pss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/smaps_rollup")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix("Pss:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Recurses through `bytes` of stack, writing all of it.
+#[inline(never)]
+fn go_deep(bytes: usize) -> u64 {
+    let pad = std::hint::black_box([bytes as u8; 1024]);
+    let below = if bytes > 1024 {
+        go_deep(bytes - 1024)
+    } else {
+        0
+    };
+    below + u64::from(pad[bytes % 1024])
 }
 
 /// How many coroutine stacks this machine can map: each stack and its guard
@@ -171,7 +260,7 @@ fn parked_memory(_: &mut Criterion) {
         );
     }
     let (before, after, elapsed) = coro::run(move || {
-        let before = rss_kib();
+        let before = pss_kib();
         let start = Instant::now();
         let gate = coro::Event::new();
         let parked: Vec<_> = (0..n)
@@ -181,7 +270,7 @@ fn parked_memory(_: &mut Criterion) {
             })
             .collect();
         coro::yield_now(); // every coroutine runs once and parks
-        let after = rss_kib();
+        let after = pss_kib();
         gate.set();
         for p in parked {
             p.join().unwrap();
@@ -191,8 +280,53 @@ fn parked_memory(_: &mut Criterion) {
     .unwrap()
     .unwrap();
     println!(
-        "parked {n} coroutines in {elapsed:?}: VmRSS {before} KiB -> {after} KiB, {:.2} KiB per parked coroutine",
+        "parked {n} coroutines in {elapsed:?}: PSS {before} KiB -> {after} KiB, {:.2} KiB per parked coroutine",
         (after - before) as f64 / n as f64
+    );
+    parked_deep_memory(10_000.min(fit));
+}
+
+/// PSS per parked coroutine that went 32 KiB deep before it parked,
+/// before and after the scheduler trimmed its stack.
+fn parked_deep_memory(n: usize) {
+    const DEPTH: usize = 32 * 1024;
+    let (before, deep, trimmed, waited) = coro::run(move || {
+        let before = pss_kib();
+        let gate = coro::Event::new();
+        let parked: Vec<_> = (0..n)
+            .map(|_| {
+                let gate = gate.clone();
+                coro::spawn(move || {
+                    std::hint::black_box(go_deep(DEPTH));
+                    gate.wait();
+                })
+            })
+            .collect();
+        coro::yield_now(); // every coroutine goes deep, comes back, parks
+        let deep = pss_kib();
+        // The trim comes between one and two intervals after the park.
+        let start = Instant::now();
+        let mut trimmed = deep;
+        while start.elapsed() < 3 * TRIM_AFTER && trimmed > before + (deep - before) / 2 {
+            coro::sleep(Duration::from_millis(100));
+            trimmed = pss_kib();
+        }
+        let waited = start.elapsed();
+        gate.set();
+        for p in parked {
+            p.join().unwrap();
+        }
+        (before, deep, trimmed, waited)
+    })
+    .unwrap()
+    .unwrap();
+    let per = |kib: u64| (kib - before) as f64 / n as f64;
+    println!(
+        "parked {n} coroutines that went {} KiB deep: PSS {before} KiB -> {deep} KiB ({:.2} KiB each); \
+         trimmed after {waited:.1?}: {trimmed} KiB ({:.2} KiB each)",
+        DEPTH / 1024,
+        per(deep),
+        per(trimmed)
     );
 }
 
@@ -202,6 +336,7 @@ criterion_group!(
     context_switch,
     spawn_join,
     thread_ping_pong,
+    trim_costs,
     parked_memory
 );
 criterion_main!(benches);

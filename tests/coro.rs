@@ -646,3 +646,95 @@ fn a_coroutine_that_parks_again_while_cancelled_is_leaked_not_freed() {
     assert!(matches!(result, Ok(Ok(()))));
     assert_eq!(drops.get(), 0, "a value on a leaked stack was dropped");
 }
+
+/// Recurses through `bytes` of stack, writing every byte of it, and
+/// returns a sum that depends on all of it.
+#[inline(never)]
+fn go_deep(bytes: usize) -> u64 {
+    let pad = std::hint::black_box([bytes as u8; 1024]);
+    let below = if bytes > 1024 {
+        go_deep(bytes - 1024)
+    } else {
+        0
+    };
+    below + u64::from(pad[bytes % 1024]) + bytes as u64
+}
+
+/// How many of the `pages` pages that end at `end` (exclusive, page-aligned)
+/// are resident, by mincore(2).
+fn resident_pages(end: usize, pages: usize) -> usize {
+    let page = iolab::sys::page_size();
+    let mut residency = vec![0u8; pages];
+    // SAFETY: mincore reads no memory of ours but writes one byte per page
+    // into `residency`, which has one per page; the range lies in a mapped
+    // coroutine stack (the caller's), or the call fails with ENOMEM.
+    let rc = unsafe {
+        libc::mincore(
+            (end - pages * page) as *mut libc::c_void,
+            pages * page,
+            residency.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+    residency.iter().filter(|&&r| r & 1 != 0).count()
+}
+
+#[test]
+fn a_coroutine_parked_for_a_while_gives_back_the_stack_below_its_stack_pointer() {
+    const DEPTH: usize = 40 * 1024;
+    let page = iolab::sys::page_size();
+    if page != 4096 {
+        // With 16 or 64 KiB pages a 64 KiB stack has too few to tell apart
+        // the pages above and below the park point.
+        eprintln!("skipped: pages of {page} bytes, this test counts 4 KiB ones");
+        return;
+    }
+    let sums = coro::run(move || {
+        let gate = coro::Event::new();
+        let parked_at = Rc::new(Cell::new(0usize));
+        let worker = {
+            let (gate, parked_at) = (gate.clone(), parked_at.clone());
+            coro::spawn(move || {
+                let first = go_deep(DEPTH);
+                let marker = std::hint::black_box(0u8);
+                parked_at.set(&marker as *const u8 as usize);
+                gate.wait();
+                // Runs again over the pages the kernel took back: they come
+                // back zeroed, and nothing above the stack pointer changed.
+                let second = go_deep(DEPTH);
+                std::hint::black_box(marker);
+                (first, second)
+            })
+        };
+        // The worker goes deep, comes back, and parks.
+        coro::yield_now();
+        // Pages well below the park point (its stack pointer is within a
+        // page or two of `marker`), all touched by the recursion: from 8
+        // to 28 KiB below it.
+        let end = (parked_at.get() & !(page - 1)) - 2 * page;
+        let pages = DEPTH / 2 / page;
+        let before = resident_pages(end, pages);
+        let started = Instant::now();
+        while resident_pages(end, pages) > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(6),
+                "still {} of {pages} pages resident after {:?}",
+                resident_pages(end, pages),
+                started.elapsed()
+            );
+            coro::sleep(Duration::from_millis(50));
+        }
+        let waited = started.elapsed();
+        gate.set();
+        let (first, second) = worker.join().unwrap();
+        (before, pages, waited, first, second)
+    });
+    let (before, pages, waited, first, second) = sums.unwrap().unwrap();
+    assert_eq!(before, pages, "the recursion did not touch every page");
+    assert!(
+        waited >= coro::trim::TRIM_AFTER,
+        "trimmed after {waited:?}, before the coroutine had been idle for {:?}",
+        coro::trim::TRIM_AFTER
+    );
+    assert_eq!(first, second);
+}

@@ -109,6 +109,17 @@ impl Context {
         Context { sp: Cell::new(sp) }
     }
 
+    /// The stack pointer the coroutine suspended with, while it is
+    /// suspended: everything it still needs lies at or above it (its
+    /// saved registers at it, its frames above). Below it is dead: the
+    /// switch's `asm!` blocks are not `nostack`, so the compiler keeps
+    /// nothing in the red zone across them. While the coroutine runs, the
+    /// word holds its resumer's stack pointer instead; for a fresh one, its
+    /// first frame. [`super::trim`] reads it to give back the pages below.
+    pub fn suspended_sp(&self) -> usize {
+        self.sp.get()
+    }
+
     /// Runs the coroutine of `context` until it suspends (or, if it is
     /// new, starts it).
     ///

@@ -15,6 +15,7 @@
 //! |---|---|---|
 //! | context switch | [`context`] | greenlet's `slp_switch` (stack switching in assembly) |
 //! | stacks | [`stack`] | greenlet copies slices of one C stack in and out; we give each coroutine its own `mmap`ed stack with a guard page |
+//! | stacks that shrink | [`trim`] | none in greenlet (its saved slices are heap copies of just what is used); Go shrinks idle goroutines' stacks |
 //! | scheduler | [`scheduler`] | gevent's hub: a run queue and timers |
 //! | reactor | [`scheduler`] (`register`, `wait_io`) | gevent's libev/libuv loop |
 //! | sockets | [`net`] | `gevent.socket`, what monkey-patching installs |
@@ -31,7 +32,14 @@
 //! words: a resume and a suspend take about ten nanoseconds, a hand-off
 //! through the scheduler tens, against microseconds for a thread switch
 //! through the kernel (see the `coro` benchmarks). A parked coroutine costs
-//! its stack's touched pages — usually one or two — plus a small record.
+//! its stack's touched pages plus a small record; once it has been parked
+//! for [`trim::TRIM_AFTER`], only the pages above its stack pointer — for
+//! the lab's handler, one.
+//!
+//! **Nothing is freed undropped.** When [`run`] ends, the coroutines still
+//! unfinished are unwound from where they parked, so that every
+//! destructor on their stacks runs before the stacks are unmapped (see
+//! [`scheduler`]).
 //!
 //! x86-64 and aarch64: the switch is two short blocks of inline assembly
 //! for each ([`context`]); the aarch64 one saves x19–x29, sp, d8–d15 and
@@ -42,6 +50,7 @@ pub mod context;
 pub mod net;
 pub mod scheduler;
 pub mod stack;
+pub mod trim;
 
 pub use scheduler::{
     current, run, sleep, spawn, try_spawn, yield_now, CoroId, Deadlock, Event, JoinHandle,

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use super::context::Context;
 use super::stack::{self, Pool, Stack};
+use super::trim::{Trimmer, Verdict};
 use crate::sys::readiness::{Epoll, EpollEvent};
 
 /// Names a coroutine: its slot and the slot's generation.
@@ -59,6 +60,9 @@ struct Coro {
     /// each time it is resumed (see [`stack::set_current_guard`]).
     guard: (usize, usize),
     state: State,
+    /// How many trim passes had been made when it was last resumed, or
+    /// [`TRIMMED`](super::trim::TRIMMED) (see [`super::trim`]).
+    mark: u32,
 }
 
 struct Slot {
@@ -163,6 +167,8 @@ struct Scheduler {
     /// The buffer `epoll_wait` fills, kept between polls: allocating it
     /// anew each round cost as much as the round's switches.
     events: Vec<EpollEvent>,
+    /// When idle coroutines' stacks are next trimmed.
+    trimmer: Trimmer,
 }
 
 thread_local! {
@@ -242,6 +248,7 @@ pub fn run<T: 'static>(
             free_sources: Vec::new(),
             io_waiters: 0,
             events: Vec::with_capacity(256),
+            trimmer: Trimmer::default(),
         });
     });
     let handle = spawn(main);
@@ -382,12 +389,23 @@ fn run_runnable() {
 /// runnable, else until the next timer — or reports that nothing can ever
 /// run again.
 fn wait_for_events() -> Result<(), Deadlock> {
-    let (runnable, next_timer, waiters) = with(|s| {
+    let (runnable, next_timer, waiters, next_trim) = with(|s| {
         s.fire_timers();
+        let runnable = !s.run_queue.is_empty();
+        // Idle stacks are trimmed when the scheduler is about to sleep (a
+        // clock read is nothing next to the syscall), or now and then if
+        // it never does.
+        if !runnable || s.trimmer.busy_round() {
+            let now = Instant::now();
+            if s.trimmer.is_due(now) {
+                s.trim_stacks(now);
+            }
+        }
         (
-            !s.run_queue.is_empty(),
+            runnable,
             s.timers.first().map(|(at, _, _)| *at),
             s.io_waiters,
+            s.trimmer.next(),
         )
     });
     if runnable {
@@ -413,7 +431,13 @@ fn wait_for_events() -> Result<(), Deadlock> {
         });
         return Err(Deadlock { parked });
     }
-    let timeout = next_timer.map(|at| at.saturating_duration_since(Instant::now()));
+    // The next trim pass bounds the sleep too, but is no reason to wait:
+    // it is not counted above.
+    let wake = match (next_timer, next_trim) {
+        (Some(timer), Some(trim)) => Some(timer.min(trim)),
+        (timer, trim) => timer.or(trim),
+    };
+    let timeout = wake.map(|at| at.saturating_duration_since(Instant::now()));
     poll_reactor(timeout);
     Ok(())
 }
@@ -486,6 +510,37 @@ impl Scheduler {
             .filter(|src| src.generation == key.generation)
     }
 
+    /// A trim pass (see [`super::trim`]): gives back the stack below the
+    /// stack pointer of every coroutine parked since before the last pass,
+    /// and the whole of every stack pooled since before it.
+    fn trim_stacks(&mut self, now: Instant) {
+        let mut later = false;
+        for slot in &mut self.slots {
+            let Some(coro) = slot.coro.as_deref_mut() else {
+                continue;
+            };
+            if coro.state != State::Parked {
+                continue;
+            }
+            match self.trimmer.verdict(coro.mark) {
+                Verdict::Trim => {
+                    if let Some(stack) = &coro.stack {
+                        // SAFETY: a parked coroutine is suspended, its
+                        // saved stack pointer in its context, and resumes
+                        // only through that context.
+                        unsafe { stack.discard_below(coro.context.suspended_sp()) };
+                    }
+                    coro.mark = super::trim::TRIMMED;
+                }
+                Verdict::Later => later = true,
+                Verdict::Nothing => {}
+            }
+        }
+        let trimmer = &self.trimmer;
+        later |= self.pool.trim(|mark| trimmer.verdict(mark));
+        self.trimmer.passed(now, later);
+    }
+
     fn coro(&mut self, id: CoroId) -> Option<&mut Coro> {
         let slot = self.slots.get_mut(id.index)?;
         if slot.generation != id.generation {
@@ -514,8 +569,10 @@ impl Scheduler {
             let Some(id) = self.run_queue.pop_front() else {
                 break;
             };
+            let mark = self.trimmer.resumed();
             if let Some(coro) = self.coro(id).filter(|c| c.state == State::Runnable) {
                 coro.state = State::Running;
+                coro.mark = mark;
                 let target: *const Context = &coro.context;
                 self.current = Some(id);
                 return Some(target);
@@ -534,7 +591,7 @@ impl Scheduler {
         let slot = &mut self.slots[id.index];
         if let Some(mut coro) = slot.coro.take() {
             if let Some(stack) = coro.stack.take() {
-                self.pool.give_back(stack);
+                self.pool.give_back(stack, self.trimmer.mark());
             }
         }
         slot.generation = slot.generation.wrapping_add(1);
@@ -707,6 +764,7 @@ pub fn try_spawn<T: 'static>(f: impl FnOnce() -> T + 'static) -> io::Result<Join
             stack: Some(stack),
             guard,
             state: State::Runnable,
+            mark: s.trimmer.mark(),
         }));
         s.run_queue.push_back(id);
     });

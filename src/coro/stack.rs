@@ -5,6 +5,9 @@
 //! kernel gives physical pages only when they are first touched, so a
 //! coroutine that uses 3 KiB of stack costs one or two resident pages, not
 //! 64 KiB (measured: 4.3 KiB resident per parked coroutine at 100,000).
+//! Touched pages stay resident until given back: an idle coroutine's
+//! pages below its stack pointer, and a pooled stack's, are, by
+//! [`Stack::discard_below`] (see [`super::trim`]).
 //! The limit is not memory but mappings: a stack and its guard page are
 //! two, and `vm.max_map_count` (65,530 by the kernel's default; some
 //! distributions set more) caps a process at about 32,000 stacks unless it
@@ -33,6 +36,7 @@ use std::sync::{Once, OnceLock};
 
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
+use super::trim::{self, Verdict, RED_ZONE};
 use crate::sys::{self, Mapping};
 
 /// Usable bytes per coroutine stack.
@@ -70,13 +74,41 @@ impl Stack {
         let base = self.memory.as_ptr() as usize;
         (base, base + self.guard)
     }
+
+    /// Gives the kernel back the pages of this stack that lie wholly below
+    /// `sp` less [`RED_ZONE`] bytes (`madvise(MADV_DONTNEED)`); they read as
+    /// zeros when next touched. Returns how many bytes that covered,
+    /// resident or not. An `sp` at or above [`top`](Stack::top) plus
+    /// `RED_ZONE` gives back the whole stack.
+    ///
+    /// # Safety
+    ///
+    /// Nothing below `sp - RED_ZONE` may be needed again: `sp` is the saved
+    /// stack pointer of the suspended coroutine that uses this stack, or
+    /// no coroutine uses it.
+    pub unsafe fn discard_below(&self, sp: usize) -> usize {
+        let page = self.guard; // the guard is one page
+        let bottom = self.guard_range().1;
+        let end = sp.saturating_sub(RED_ZONE).min(self.top()) & !(page - 1);
+        if end <= bottom {
+            return 0;
+        }
+        // SAFETY: [bottom, end) is page-aligned, inside the usable part,
+        // and the caller promised nothing there is needed. A failure would
+        // only leave the pages resident.
+        let _ = unsafe { self.memory.discard(self.guard, end - bottom) };
+        end - bottom
+    }
 }
 
 /// Stacks of finished coroutines, kept for the next `spawn` (mapping and
-/// unmapping costs two syscalls and page faults each time).
+/// unmapping costs two syscalls and page faults each time). A stack that
+/// stays here for a trim interval is given back to the kernel whole.
 #[derive(Debug, Default)]
 pub struct Pool {
-    free: Vec<Stack>,
+    /// Each with its trim mark (see [`super::trim`]). `take` pops the
+    /// last given back: the one most likely still resident.
+    free: Vec<(Stack, u32)>,
 }
 
 /// Stacks kept at most; beyond that, finished stacks are unmapped.
@@ -86,16 +118,36 @@ impl Pool {
     /// A stack from the pool, or a new one.
     pub fn take(&mut self) -> io::Result<Stack> {
         match self.free.pop() {
-            Some(stack) => Ok(stack),
+            Some((stack, _)) => Ok(stack),
             None => Stack::new(),
         }
     }
 
-    /// Returns a stack whose coroutine has finished.
-    pub fn give_back(&mut self, stack: Stack) {
+    /// Returns a stack whose coroutine has finished, with its trim mark.
+    pub fn give_back(&mut self, stack: Stack, mark: u32) {
         if self.free.len() < POOL_MAX {
-            self.free.push(stack);
+            self.free.push((stack, mark));
         }
+    }
+
+    /// A trim pass over the pool: gives back whole the stacks the pass's
+    /// verdict says to. Returns whether some were pooled too recently, and
+    /// wait for the next pass.
+    pub fn trim(&mut self, verdict: impl Fn(u32) -> Verdict) -> bool {
+        let mut later = false;
+        for (stack, mark) in &mut self.free {
+            match verdict(*mark) {
+                Verdict::Trim => {
+                    // SAFETY: a pooled stack belongs to no coroutine; an sp
+                    // above its top covers all of it.
+                    unsafe { stack.discard_below(stack.top() + RED_ZONE) };
+                    *mark = trim::TRIMMED;
+                }
+                Verdict::Later => later = true,
+                Verdict::Nothing => {}
+            }
+        }
+        later
     }
 }
 

@@ -554,6 +554,27 @@ impl Mapping {
         Ok(())
     }
 
+    /// `madvise(MADV_DONTNEED)` of `len` bytes from `offset`, both multiples
+    /// of the page size: the kernel frees those pages at once (RSS and PSS
+    /// drop now), and the next touch of one faults in a zero-filled page.
+    /// Used to give back the unused part of an idle coroutine's stack. Not
+    /// counted, like the `mmap` and `mprotect` that made the stack: it is
+    /// made at most once per idle spell of a coroutine, not per request.
+    ///
+    /// # Safety
+    ///
+    /// Nothing may need what the range holds: it reads as zeros afterwards,
+    /// under any pointer into it.
+    pub unsafe fn discard(&self, offset: usize, len: usize) -> io::Result<()> {
+        assert!(offset + len <= self.len, "range outside the mapping");
+        // SAFETY: the range lies inside this mapping (checked above), and
+        // the caller promised that nothing needs its contents.
+        let start = unsafe { self.ptr.as_ptr().add(offset) };
+        // SAFETY: as above; madvise only changes what backs the pages.
+        unsafe { syscall!(madvise(start.cast(), len, libc::MADV_DONTNEED)) }?;
+        Ok(())
+    }
+
     /// The first byte.
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
