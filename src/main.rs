@@ -15,7 +15,7 @@ fn bench(args: &ArgMatches) -> Result<(), String> {
     if let Some(dir) = &cli.rerender {
         iolab::bench::rerender(dir).map_err(|e| format!("rerender {}: {e}", dir.display()))?;
         println!("report and charts redrawn in {}", dir.display());
-        return Ok(());
+        return book(dir, cli.book.as_deref());
     }
     let models = if cli.models.is_empty() {
         models::all().iter().map(|m| m.name.to_string()).collect()
@@ -51,9 +51,21 @@ fn bench(args: &ArgMatches) -> Result<(), String> {
     let report = iolab::bench::run(&args).map_err(|e| format!("bench: {e}"))?;
     let failed = report.rows.iter().filter(|r| r.errors > 0).count();
     println!("report written to {}", args.out.display());
+    book(&args.out, cli.book.as_deref())?;
     if failed > 0 {
         return Err(format!("{failed} runs had errors"));
     }
+    Ok(())
+}
+
+/// With `--book OUT`: the book's tables from the report in `report_dir`.
+fn book(report_dir: &std::path::Path, out: Option<&std::path::Path>) -> Result<(), String> {
+    let Some(out) = out else {
+        return Ok(());
+    };
+    let written = iolab::book::write(report_dir, out)
+        .map_err(|e| format!("book tables from {}: {e}", report_dir.display()))?;
+    println!("{written} book tables written to {}", out.display());
     Ok(())
 }
 
@@ -178,7 +190,7 @@ fn main() -> ExitCode {
 }
 
 /// Help and version go out whole; a usage error is cut to its first line,
-/// as PROTOCOL.md asks of the binary.
+/// as docs/src/protocol.md asks of the binary.
 fn clap_error(err: clap::Error) -> ExitCode {
     use clap::error::ErrorKind::*;
     if matches!(err.kind(), DisplayHelp | DisplayVersion) {
@@ -277,7 +289,7 @@ fn serve(model: &Model, args: &ArgMatches) -> Result<(), String> {
         &format!("--max-conns {}", config.max_conns),
         config.max_conns,
     ) {
-        eprintln!("lab: warning: {why}; clients beyond it get `error: too many connections`");
+        eprintln!("lab: warning: {why}; until then, clients past the limit are turned away with `error: too many connections`");
     }
     shutdown::install(config.drain_timeout)
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
