@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use super::context::Context;
 use super::stack::{self, Pool, Stack};
-use super::trim::{Trimmer, Verdict};
+use super::trim::{Trimmer, Verdict, BATCH, TRIMMED};
 use crate::sys::readiness::{Epoll, EpollEvent};
 
 /// Names a coroutine: its slot and the slot's generation.
@@ -514,15 +514,19 @@ impl Scheduler {
     /// stack pointer of every coroutine parked since before the last pass,
     /// and the whole of every stack pooled since before it.
     fn trim_stacks(&mut self, now: Instant) {
-        let mut later = false;
-        for slot in &mut self.slots {
-            let Some(coro) = slot.coro.as_deref_mut() else {
+        let mut budget = BATCH;
+        for index in self.trimmer.cursor()..self.slots.len() {
+            let Some(coro) = self.slots[index].coro.as_deref_mut() else {
                 continue;
             };
             if coro.state != State::Parked {
                 continue;
             }
             match self.trimmer.verdict(coro.mark) {
+                Verdict::Trim if budget == 0 => {
+                    self.trimmer.pause(index, now);
+                    return;
+                }
                 Verdict::Trim => {
                     if let Some(stack) = &coro.stack {
                         // SAFETY: a parked coroutine is suspended, its
@@ -530,14 +534,17 @@ impl Scheduler {
                         // only through that context.
                         unsafe { stack.discard_below(coro.context.suspended_sp()) };
                     }
-                    coro.mark = super::trim::TRIMMED;
+                    coro.mark = TRIMMED;
+                    budget -= 1;
                 }
-                Verdict::Later => later = true,
+                Verdict::Later => self.trimmer.note_later(),
                 Verdict::Nothing => {}
             }
         }
+        // The pool holds at most 1,024 stacks, and few of them at once
+        // are due: no budget.
         let trimmer = &self.trimmer;
-        later |= self.pool.trim(|mark| trimmer.verdict(mark));
+        let later = self.pool.trim(|mark| trimmer.verdict(mark));
         self.trimmer.passed(now, later);
     }
 
