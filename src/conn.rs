@@ -23,13 +23,16 @@
 //! An idle connection owns almost nothing: once flushed, the output vector
 //! is emptied (and freed if it grew past `KEEP_OUTPUT_CAPACITY`, 4 KiB), and
 //! the codec holds bytes only for an unfinished line.
+//!
+//! **Pure.** It makes no system call, reads no global and counts nothing:
+//! whether the server is draining is passed in, and what happened (lines
+//! answered) is returned for the caller to count. So every rule above is
+//! unit-tested here, without a socket.
 
 use std::time::Instant;
 
 use crate::config::Config;
 use crate::protocol::{Codec, ERR_IDLE_TIMEOUT};
-use crate::shutdown;
-use crate::sys::counters::{self, Counter};
 
 /// What a connection wants to be told about.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -74,10 +77,10 @@ impl Conn {
         }
     }
 
-    /// Feeds received bytes to the codec and queues the responses. A line
-    /// too long queues the error line and ends the input.
-    pub fn receive(&mut self, bytes: &[u8], now: Instant) {
-        counters::add(Counter::BytesIn, bytes.len() as u64);
+    /// Feeds received bytes to the codec and queues the responses; returns
+    /// how many lines were answered. A line too long queues the error line
+    /// and ends the input.
+    pub fn receive(&mut self, bytes: &[u8], now: Instant) -> u64 {
         self.last_input = now;
         // An answer is as long as its request. Grow by doubling, as `Vec`
         // would, but not past `MAX_PENDING`: a client that does not read
@@ -87,14 +90,13 @@ impl Conn {
             let target = (self.out.capacity() * 2).clamp(needed, self.max_pending.max(needed));
             self.out.reserve_exact(target - self.out.len());
         }
-        let lines = match self.codec.decode(bytes, &mut self.out) {
+        match self.codec.decode(bytes, &mut self.out) {
             Ok(lines) => lines,
             Err(too_long) => {
                 self.input_over = true;
                 too_long.lines
             }
-        };
-        counters::add(Counter::Requests, lines);
+        }
     }
 
     /// Bytes are known to have arrived at `now` that are not read yet
@@ -104,10 +106,10 @@ impl Conn {
     }
 
     /// End of input: the client half-closed (its unterminated tail is
-    /// answered), or we shut the read side down to drain (it is not: an
-    /// unfinished line is not a request).
-    pub fn end_of_input(&mut self) {
-        if !self.input_over && !shutdown::requested() {
+    /// answered), or we shut the read side down to drain — `draining` — (it
+    /// is not: an unfinished line is not a request).
+    pub fn end_of_input(&mut self, draining: bool) {
+        if !self.input_over && !draining {
             self.codec.finish(&mut self.out);
         }
         self.input_over = true;
@@ -155,7 +157,6 @@ impl Conn {
 
     /// The socket took `n` more bytes of [`unsent`](Self::unsent).
     pub fn sent(&mut self, n: usize) {
-        counters::add(Counter::BytesOut, n as u64);
         self.sent += n;
         if self.sent == self.out.len() {
             self.sent = 0;
@@ -197,5 +198,142 @@ impl Conn {
     /// When the idle timeout (if any) fires, given the last input.
     pub fn idle_deadline(&self, config: &Config) -> Option<Instant> {
         config.idle_timeout().map(|t| self.last_input + t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn config() -> Config {
+        Config {
+            max_line: 16,
+            max_pending: 32,
+            idle_timeout: Duration::from_secs(10),
+            ..Config::default()
+        }
+    }
+
+    /// Takes everything the connection owes, as a socket with room would.
+    fn drain(conn: &mut Conn) -> Vec<u8> {
+        let out = conn.unsent().to_vec();
+        conn.sent(out.len());
+        out
+    }
+
+    #[test]
+    fn a_line_split_across_reads_is_answered_once_whole() {
+        let (config, t0) = (config(), Instant::now());
+        let mut conn = Conn::new(&config, t0);
+        assert_eq!(conn.receive(b"hel", t0), 0);
+        assert_eq!(conn.pending(), 0, "no answer for half a line");
+        assert_eq!(conn.receive(b"lo\nwor", t0), 1);
+        assert_eq!(drain(&mut conn), b"HELLO\n");
+        assert_eq!(conn.receive(b"ld\n", t0), 1);
+        assert_eq!(drain(&mut conn), b"WORLD\n");
+        assert!(!conn.is_done());
+    }
+
+    #[test]
+    fn half_close_answers_the_tail_but_a_drain_does_not() {
+        let (config, t0) = (config(), Instant::now());
+        let mut client_closed = Conn::new(&config, t0);
+        client_closed.receive(b"a\ntail", t0);
+        client_closed.end_of_input(false);
+        assert_eq!(drain(&mut client_closed), b"A\nTAIL");
+        assert!(client_closed.is_done());
+
+        let mut drained = Conn::new(&config, t0);
+        drained.receive(b"a\ntail", t0);
+        drained.end_of_input(true);
+        assert_eq!(drain(&mut drained), b"A\n");
+        assert!(drained.is_done());
+    }
+
+    #[test]
+    fn a_line_too_long_ends_the_input_after_the_answers_before_it() {
+        let (config, t0) = (config(), Instant::now());
+        let mut conn = Conn::new(&config, t0);
+        conn.receive(b"ok\n0123456789abcdefXYZ", t0);
+        assert!(!conn.wants_read(config.max_pending), "input is over");
+        assert_eq!(drain(&mut conn), b"OK\nerror: line too long\n");
+        assert!(conn.is_done());
+    }
+
+    #[test]
+    fn backpressure_stops_reading_at_max_pending_and_resumes_as_it_drains() {
+        let (config, t0) = (config(), Instant::now());
+        let mut conn = Conn::new(&config, t0);
+        assert_eq!(conn.read_room(32), 32);
+        conn.receive(b"0123456789\n0123456789\n0123456789\n", t0);
+        assert!(!conn.wants_read(32), "33 bytes owed, over 32");
+        assert_eq!(conn.read_room(32), 0);
+        assert_eq!(
+            conn.interest(32, false),
+            Interest {
+                read: false,
+                write: true
+            }
+        );
+        conn.sent(11);
+        assert!(conn.wants_read(32));
+        assert_eq!(conn.read_room(32), 10);
+        assert_eq!(
+            conn.interest(32, true),
+            Interest {
+                read: true,
+                write: false
+            },
+            "known writable: write without asking"
+        );
+    }
+
+    #[test]
+    fn the_idle_deadline_moves_with_every_arrival() {
+        let (config, t0) = (config(), Instant::now());
+        let mut conn = Conn::new(&config, t0);
+        assert_eq!(
+            conn.idle_deadline(&config),
+            Some(t0 + Duration::from_secs(10))
+        );
+        let t1 = t0 + Duration::from_secs(4);
+        conn.receive(b"x", t1);
+        assert_eq!(
+            conn.idle_deadline(&config),
+            Some(t1 + Duration::from_secs(10))
+        );
+        let t2 = t1 + Duration::from_secs(4);
+        conn.input_arrived(t2);
+        assert_eq!(
+            conn.idle_deadline(&config),
+            Some(t2 + Duration::from_secs(10))
+        );
+        conn.time_out();
+        assert_eq!(drain(&mut conn), b"error: idle timeout\n");
+        assert!(conn.is_done());
+    }
+
+    #[test]
+    fn an_idle_connection_keeps_no_big_buffer() {
+        let (config, t0) = (config(), Instant::now());
+        let mut conn = Conn::new(&config, t0);
+        let big = Config {
+            max_pending: 1 << 20,
+            max_line: 1 << 20,
+            ..config
+        };
+        let mut conn_big = Conn::new(&big, t0);
+        let burst = b"0123456789abcde\n".repeat(1024);
+        conn_big.receive(&burst, t0);
+        drain(&mut conn_big);
+        assert_eq!(
+            conn_big.out.capacity(),
+            0,
+            "a 16 KiB burst's buffer is freed"
+        );
+        conn.receive(b"small\n", t0);
+        drain(&mut conn);
+        assert!(conn.out.capacity() <= KEEP_OUTPUT_CAPACITY);
     }
 }

@@ -38,9 +38,10 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::conn::{Conn, Interest};
 use crate::listener::{Accepted, Acceptor, ConnPermit};
-use crate::shutdown;
+use crate::shutdown::StopFlag;
 use crate::slab::{Key, Slab};
-use crate::sys::{self, counters};
+use crate::sys;
+use crate::sys::counters::{self, Counter};
 use crate::timers::Timers;
 
 /// Reads one edge-triggered wakeup may do before the connection yields to
@@ -197,6 +198,8 @@ pub struct Driver {
     now: Instant,
     drain_deadline: Option<Instant>,
     memory_return: sys::MemoryReturn,
+    /// Whether a stop was requested (the process's flag, or a test's).
+    stop: StopFlag,
 }
 
 impl Driver {
@@ -216,7 +219,14 @@ impl Driver {
             now: Instant::now(),
             drain_deadline: None,
             memory_return: sys::MemoryReturn::default(),
+            stop: StopFlag::process(),
         }
+    }
+
+    /// Watches `stop` instead of the process's stop flag (unit tests).
+    pub fn with_stop_flag(mut self, stop: StopFlag) -> Driver {
+        self.stop = stop;
+        self
     }
 
     /// The listening socket, until the drain begins.
@@ -335,7 +345,12 @@ impl Driver {
     }
 
     fn advance(&mut self, token: Token, ready: Ready, to_eagain: bool) {
-        let (max_pending, trigger) = (self.config.max_pending, self.trigger);
+        let how = Pump {
+            max_pending: self.config.max_pending,
+            trigger: self.trigger,
+            to_eagain,
+            draining: self.drain_deadline.is_some(),
+        };
         // Not `entry_mut`: the scratch buffer is borrowed at the same time.
         let Some(entry) = self.conns.get_mut(token.key()) else {
             return;
@@ -344,7 +359,7 @@ impl Driver {
         entry.readable |= ready.readable;
         entry.writable |= ready.writable;
         entry.read_closed |= ready.read_closed;
-        let pumped = pump(entry, scratch, max_pending, trigger, to_eagain);
+        let pumped = pump(entry, scratch, how);
         self.settle(token, pumped);
     }
 
@@ -429,7 +444,7 @@ impl Driver {
     /// until the next deadline, zero if work is deferred, `None` for ever.
     pub fn tick(&mut self) -> Option<Duration> {
         self.now = Instant::now();
-        if shutdown::requested() && self.drain_deadline.is_none() {
+        if self.stop.requested() && self.drain_deadline.is_none() {
             self.begin_drain();
         }
         while let Some(token) = self.timers.pop_due(self.now) {
@@ -505,13 +520,24 @@ impl Driver {
 /// Moves bytes for one connection until the kernel would block or the read
 /// budget is spent. Writing comes first: it frees room under `MAX_PENDING`
 /// for the next read.
-fn pump(
-    entry: &mut Entry,
-    scratch: &mut [u8],
+/// How [`pump`] moves one connection's bytes.
+#[derive(Clone, Copy)]
+struct Pump {
     max_pending: usize,
     trigger: Trigger,
+    /// Read until `EAGAIN`, not trusting a short read.
     to_eagain: bool,
-) -> io::Result<()> {
+    /// The drain has begun: an end of stream is ours, not the client's.
+    draining: bool,
+}
+
+fn pump(entry: &mut Entry, scratch: &mut [u8], pump: Pump) -> io::Result<()> {
+    let Pump {
+        max_pending,
+        trigger,
+        to_eagain,
+        draining,
+    } = pump;
     // The time input arrived, for the idle timeout: read fresh (not the
     // last `tick`'s: the loop may have slept since), and only when bytes
     // come — most calls here write, or find nothing, and need no clock.
@@ -531,10 +557,12 @@ fn pump(
         reads += 1;
         let room = entry.conn.read_room(max_pending).min(scratch.len());
         match sys::recv(entry.socket.as_fd(), &mut scratch[..room]) {
-            Ok(0) => entry.conn.end_of_input(),
+            Ok(0) => entry.conn.end_of_input(draining),
             Ok(n) => {
                 let now = *now.get_or_insert_with(Instant::now);
-                entry.conn.receive(&scratch[..n], now);
+                counters::add(Counter::BytesIn, n as u64);
+                let lines = entry.conn.receive(&scratch[..n], now);
+                counters::add(Counter::Requests, lines);
                 // A short read emptied the socket's receive queue: under
                 // edge triggering, data arriving from now on raises a new
                 // event, so there is no need to pay for the read that
@@ -561,7 +589,10 @@ fn pump(
 fn write_out(entry: &mut Entry) -> io::Result<()> {
     while entry.conn.pending() > 0 {
         match sys::send(entry.socket.as_fd(), entry.conn.unsent()) {
-            Ok(n) => entry.conn.sent(n),
+            Ok(n) => {
+                counters::add(Counter::BytesOut, n as u64);
+                entry.conn.sent(n);
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 entry.writable = false;
                 break;
@@ -571,4 +602,170 @@ fn write_out(entry: &mut Entry) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The driver without a poller: the test plays the model, saying which
+    //! connection is ready, and talks to it over loopback sockets.
+
+    use super::*;
+    use crate::listener;
+    use crate::sys::Blocking;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    /// `MAX_CONNS` is counted process-wide (shared with forked children),
+    /// so these tests, which open connections, take turns.
+    static TURNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn turn() -> std::sync::MutexGuard<'static, ()> {
+        TURNS.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn driver(config: &Config, trigger: Trigger) -> (Driver, std::net::SocketAddr, StopFlag) {
+        let listener = listener::bind("127.0.0.1:0", false).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let acceptor = Acceptor::new(listener, Blocking::No, config.max_conns).expect("acceptor");
+        let stop = StopFlag::detached();
+        let driver = Driver::new(acceptor, config, trigger).with_stop_flag(stop);
+        (driver, addr, stop)
+    }
+
+    /// Accepts until the driver has `n` connections (the kernel may take
+    /// a moment to queue them), returning their tokens.
+    fn accept(driver: &mut Driver, n: usize) -> Vec<Token> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while driver.len() < n && Instant::now() < deadline {
+            driver.accept_ready().expect("accept");
+        }
+        assert_eq!(driver.len(), n);
+        driver.changes().count();
+        driver.conns().map(|(token, _, _)| token).collect()
+    }
+
+    /// Services `token` as readable until `client` has `want` bytes.
+    fn answer(driver: &mut Driver, token: Token, client: &mut TcpStream, want: &[u8]) {
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut got = vec![0; want.len()];
+        driver.service(token, Ready::READ);
+        client.read_exact(&mut got).expect("answer");
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_line_in_pieces_is_answered_once_it_is_whole() {
+        let _turn = turn();
+        let config = Config::default();
+        let (mut driver, addr, _) = driver(&config, Trigger::Level);
+        let mut client = TcpStream::connect(addr).expect("connect");
+        let token = accept(&mut driver, 1)[0];
+        client.write_all(b"hel").expect("send");
+        std::thread::sleep(Duration::from_millis(20));
+        driver.service(token, Ready::READ);
+        client.write_all(b"lo\nagain\n").expect("send");
+        answer(&mut driver, token, &mut client, b"HELLO\nAGAIN\n");
+    }
+
+    #[test]
+    fn max_conns_turns_the_extra_connection_away() {
+        let _turn = turn();
+        let config = Config {
+            max_conns: 1,
+            ..Config::default()
+        };
+        let (mut driver, addr, _) = driver(&config, Trigger::Level);
+        let _first = TcpStream::connect(addr).expect("connect");
+        accept(&mut driver, 1);
+        let mut second = TcpStream::connect(addr).expect("connect");
+        std::thread::sleep(Duration::from_millis(20));
+        driver.accept_ready().expect("accept");
+        assert_eq!(driver.len(), 1);
+        let mut refusal = String::new();
+        second.read_to_string(&mut refusal).expect("read");
+        assert_eq!(refusal, "error: too many connections\n");
+    }
+
+    #[test]
+    fn the_drain_answers_what_arrived_closes_the_listener_and_ends() {
+        let _turn = turn();
+        let config = Config::default();
+        let (mut driver, addr, stop) = driver(&config, Trigger::Level);
+        let mut client = TcpStream::connect(addr).expect("connect");
+        let token = accept(&mut driver, 1)[0];
+        client.write_all(b"owed\nunfinished").expect("send");
+        std::thread::sleep(Duration::from_millis(20));
+        stop.raise();
+        driver.tick();
+        let closed_listener = driver
+            .changes()
+            .any(|c| matches!(c, Change::ListenerClosed { .. }));
+        assert!(closed_listener, "the drain stops accepting");
+        // Level-triggered, one read per report: the end of stream that the
+        // drain's shutdown(SHUT_RD) made comes with the next.
+        for _ in 0..3 {
+            driver.service(token, Ready::READ);
+        }
+        assert!(driver.finished(), "answered and closed");
+        // The model closes the sockets the changes hand it.
+        driver.changes().count();
+        let mut got = String::new();
+        client.read_to_string(&mut got).expect("read");
+        assert_eq!(got, "OWED\n", "an unfinished line is not answered");
+    }
+
+    #[test]
+    fn edge_triggered_reads_stop_at_the_budget_and_defer_the_rest() {
+        let _turn = turn();
+        // Reads of at most 64 bytes (the room under MAX_PENDING), so the
+        // budget runs out long before the socket is empty.
+        let config = Config {
+            max_pending: 64,
+            ..Config::default()
+        };
+        let (mut driver, addr, _) = driver(&config, Trigger::Edge);
+        let client = TcpStream::connect(addr).expect("connect");
+        let token = accept(&mut driver, 1)[0];
+        // Far more than the budget's worth of reads: 16 reads of 64 bytes.
+        let burst = b"0123456789abcdef0123456789abcdef0123456789abcdef012345678901234\n"
+            .repeat(EDGE_READ_BUDGET * 64);
+        let writer = {
+            let mut client = client.try_clone().expect("clone");
+            std::thread::spawn(move || client.write_all(&burst))
+        };
+        // Read the answers on the side, so the driver never has to wait.
+        let mut reader = client.try_clone().expect("clone");
+        let drained = std::thread::spawn(move || {
+            let mut sink = [0u8; 65536];
+            let mut total = 0;
+            while let Ok(n @ 1..) = reader.read(&mut sink) {
+                total += n;
+            }
+            total
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        driver.service(token, Ready::READ);
+        assert!(driver.has_deferred(), "the budget ran out with bytes left");
+        // Keep serving (as reports of new bytes would make a model do)
+        // until the client has sent everything.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !writer.is_finished() && Instant::now() < deadline {
+            driver.run_deferred().expect("deferred");
+            driver.service(token, Ready::BOTH);
+        }
+        writer.join().expect("writer").expect("write");
+        client
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !driver.is_empty() && Instant::now() < deadline {
+            driver.service(token, Ready::BOTH);
+            driver.run_deferred().expect("deferred");
+        }
+        assert!(driver.is_empty());
+        drop(driver);
+        assert_eq!(drained.join().expect("reader"), EDGE_READ_BUDGET * 64 * 64);
+    }
 }

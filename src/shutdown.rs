@@ -163,6 +163,36 @@ pub fn request() {
     sys::signal_eventfd(wake_fd().as_raw_fd());
 }
 
+/// A handle on "has a stop been requested?", for code that should not read
+/// the process-wide flag itself: a loop given one can be driven by a unit
+/// test that raises its own flag (as mini-redis hands its connections a
+/// `Shutdown`).
+#[derive(Clone, Copy, Debug)]
+pub struct StopFlag(&'static AtomicBool);
+
+impl StopFlag {
+    /// The process's flag, which the stop signals raise.
+    pub fn process() -> StopFlag {
+        StopFlag(&REQUESTED)
+    }
+
+    /// A flag of its own, raised only by [`StopFlag::raise`] (for tests; it
+    /// is leaked, a few bytes each).
+    pub fn detached() -> StopFlag {
+        StopFlag(Box::leak(Box::new(AtomicBool::new(false))))
+    }
+
+    /// Whether a stop was requested.
+    pub fn requested(self) -> bool {
+        self.0.load(SeqCst)
+    }
+
+    /// Requests the stop (a detached flag's only way to be raised).
+    pub fn raise(self) {
+        self.0.store(true, SeqCst);
+    }
+}
+
 /// Whether a stop signal ([`STOP_SIGNALS`]) has arrived.
 pub fn requested() -> bool {
     REQUESTED.load(SeqCst)

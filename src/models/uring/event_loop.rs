@@ -313,21 +313,24 @@ impl<'a> Loop<'a> {
         match result {
             n if n > 0 => {
                 bump(Counter::OpRecv);
-                match (lent, self.ring.buffers_mut()) {
+                counters::add(Counter::BytesIn, n as u64);
+                let lines = match (lent, self.ring.buffers_mut()) {
                     (Some(lent), Some(buffers)) => {
-                        session.conn.receive(buffers.bytes(&lent), now);
+                        let lines = session.conn.receive(buffers.bytes(&lent), now);
                         buffers.give_back(lent);
+                        lines
                     }
                     _ => {
                         let buffer = session.recv_buffer.as_deref().unwrap_or(&[]);
                         let n = (n as usize).min(buffer.len());
-                        session.conn.receive(&buffer[..n], now);
+                        session.conn.receive(&buffer[..n], now)
                     }
-                }
+                };
+                counters::add(Counter::Requests, lines);
             }
             0 => {
                 bump(Counter::OpRecv);
-                session.conn.end_of_input();
+                session.conn.end_of_input(self.drain_deadline.is_some());
             }
             // The buffer ring ran dry for a moment (ended the multishot),
             // or our own backpressure cancel: arm again when it makes sense.
