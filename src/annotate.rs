@@ -84,6 +84,24 @@ fn model_sources(name: &str) -> (Vec<Source>, &'static [&'static str]) {
             ],
             BLOCKING,
         ),
+        "async" => (
+            vec![
+                source!("models/async_model.rs"),
+                source!("async_rt/mod.rs"),
+                source!("async_rt/waker.rs"),
+                source!("async_rt/executor.rs"),
+                source!("async_rt/reactor.rs"),
+                source!("async_rt/timer.rs"),
+                source!("async_rt/net.rs"),
+            ],
+            &[
+                "handler",
+                "readiness_state",
+                "listener",
+                "shutdown",
+                "protocol",
+            ],
+        ),
         "mio" => (vec![source!("models/with_mio.rs")], LOOP),
         "polling" => (vec![source!("models/with_polling.rs")], LOOP),
         "tokio" => (
@@ -142,6 +160,11 @@ const SHARED: &[Shared] = &[
         name: "readiness",
         what: "select, poll, epoll and signal wrappers",
         source: source!("sys/readiness.rs"),
+    },
+    Shared {
+        name: "readiness_state",
+        what: "what a reactor remembers about a socket between events",
+        source: source!("readiness_state.rs"),
     },
 ];
 

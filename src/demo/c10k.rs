@@ -24,7 +24,7 @@ pub const DEMO: Demo = Demo {
     claim: "an idle connection costs what the model holds while it waits: a thread's \
             stack, a task's or coroutine's read buffer, or an event loop's few hundred bytes",
     default_models: &[
-        "threads", "epoll", "uring", "coro", "mio", "polling", "tokio",
+        "threads", "epoll", "uring", "coro", "async", "mio", "polling", "tokio",
     ],
     run,
     rank_by: Some("kib_per_conn"),

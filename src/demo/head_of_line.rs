@@ -5,11 +5,15 @@
 //! slow disk). The hog sends 500 requests in one write: half a second of
 //! work that arrives in one `recv`. 50 ms later the probe asks one line.
 //!
-//! A single event loop (`epoll`, `coro`, tokio's current-thread runtime)
-//! is busy inside the hog's batch: nothing else runs on its thread until
-//! the batch is done, so the probe waits for most of the half second. A
-//! thread per connection or a pool has another thread for the probe, and
-//! the kernel's scheduler shares the CPU between them.
+//! A single event loop (`epoll`, `coro`, `async`, tokio's current-thread
+//! runtime) is busy inside the hog's batch: nothing else runs on its
+//! thread until the batch is done, so the probe waits for most of the half
+//! second. A thread per connection or a pool has another thread for the
+//! probe, and the kernel's scheduler shares the CPU between them.
+//!
+//! 1 ms of CPU per request is, to an executor, what a 1 ms blocking call
+//! inside a task is (`std::thread::sleep`, a blocking `read`): a task that
+//! does not reach an `.await` that waits holds the thread.
 
 use std::io;
 use std::time::{Duration, Instant};

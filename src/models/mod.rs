@@ -38,8 +38,10 @@
 //! [`crate::handler::handle`], one function that serves a connection as if
 //! every call blocked; they differ in where it runs (the listening thread,
 //! a child process, a pooled process, a thread, a pooled thread). The
-//! **coroutine** model runs that same function on coroutines whose sockets
-//! park instead of blocking.
+//! **coroutine** models run it without a thread per connection: `coro`
+//! runs that same function on coroutines whose sockets park instead of
+//! blocking, and `async` runs a copy of it rewritten as a future
+//! ([`async_model::handle`]), on the lab's own executor.
 //!
 //! *As a state machine:* each connection is a value, a
 //! [`crate::conn::Conn`]. The **readiness** models drive them all from one
@@ -53,6 +55,8 @@ use std::net::TcpListener;
 
 use crate::config::Config;
 
+#[cfg(target_pointer_width = "64")]
+pub mod async_model;
 pub mod blocking;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub mod coro;
@@ -80,7 +84,8 @@ pub enum Family {
     Readiness,
     /// One loop, many connections: the kernel does whole operations.
     Completion,
-    /// The blocking handler on coroutines that yield instead of blocking.
+    /// The blocking handler on coroutines that yield instead of blocking:
+    /// stackful (`coro`) or rewritten as a future (`async`).
     Coroutine,
     /// The same server on the crates the Rust ecosystem uses.
     Reference,
@@ -98,7 +103,7 @@ impl Family {
                 "completion: the kernel does whole operations and reports them done"
             }
             Family::Coroutine => {
-                "coroutines: the blocking handler, on stacks that yield instead of block"
+                "coroutines: the blocking handler on stacks that yield, or rewritten as a future"
             }
             Family::Reference => "reference: the same server on mio, polling and tokio",
         }
@@ -454,6 +459,27 @@ static MODELS: &[Model] = &[
         listener_per_worker: true,
         counts_syscalls: true,
         serve: coro::serve,
+        preflight: None,
+    },
+    #[cfg(target_pointer_width = "64")]
+    Model {
+        name: "async",
+        family: Family::Coroutine,
+        summary:
+            "the blocking handler rewritten as a future, on the lab's own executor and reactor",
+        about: "Each connection is a task running async_model::handle, handler::handle with \
+                .await where it would block, on a hand-written single-threaded executor \
+                (src/async_rt: tasks in a slab, wakers that name them, an epoll reactor). \
+                --workers N runs N executors with SO_REUSEPORT listeners; --stats also prints \
+                the size of a connection's future at start-up.",
+        concurrent: true,
+        fd_limit: None,
+        pool_bound: false,
+        options: &[ModelOption::Workers { default: 1 }],
+        variants: &[&["--workers", "2"]],
+        listener_per_worker: true,
+        counts_syscalls: true,
+        serve: async_model::serve,
         preflight: None,
     },
     Model {
