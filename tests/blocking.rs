@@ -152,7 +152,7 @@ fn a_drain_past_clients_that_never_read_is_not_reported_as_crashes() {
         let mut stuck = vec![false; hogs.len()];
         while stuck.contains(&false) && Instant::now() < deadline {
             for (hog, stuck) in hogs.iter_mut().zip(&mut stuck) {
-                if !*stuck && (&*hog.stream()).write(&chunk).is_err() {
+                if !*stuck && hog.stream().write(&chunk).is_err() {
                     *stuck = true;
                 }
             }
