@@ -21,96 +21,7 @@ use std::path::Path;
 
 use crate::models::Model;
 
-/// A source file compiled in: its path in the repository and its text.
-struct Source {
-    path: &'static str,
-    text: &'static str,
-}
-
-macro_rules! source {
-    ($path:literal) => {
-        Source {
-            path: concat!("src/", $path),
-            text: include_str!($path),
-        }
-    };
-}
-
-/// The files a model's page shows, its own first, and the shared pieces
-/// it stands on (linked, each on a page of its own). A piece only one
-/// model uses (the coroutine runtime, the io_uring wrappers) is shown on
-/// that model's page.
-fn model_sources(name: &str) -> (Vec<Source>, &'static [&'static str]) {
-    const BLOCKING: &[&str] = &["handler", "listener", "shutdown", "protocol"];
-    const PROCESSES: &[&str] = &["handler", "process", "listener", "shutdown", "protocol"];
-    const READINESS: &[&str] = &[
-        "driver",
-        "conn",
-        "readiness",
-        "listener",
-        "shutdown",
-        "protocol",
-    ];
-    const LOOP: &[&str] = &["driver", "conn", "listener", "shutdown", "protocol"];
-    match name {
-        "blocking" => (vec![source!("models/blocking.rs")], BLOCKING),
-        "fork" => (vec![source!("models/fork.rs")], PROCESSES),
-        "prefork" => (vec![source!("models/prefork.rs")], PROCESSES),
-        "threads" => (vec![source!("models/threads.rs")], BLOCKING),
-        "threadpool" => (vec![source!("models/threadpool.rs")], BLOCKING),
-        "nonblocking" => (vec![source!("models/nonblocking.rs")], LOOP),
-        "select" => (vec![source!("models/select.rs")], READINESS),
-        "poll" => (vec![source!("models/poll.rs")], READINESS),
-        "epoll" => (vec![source!("models/epoll.rs")], READINESS),
-        "sigio" => (vec![source!("models/sigio.rs")], READINESS),
-        "uring" => (
-            vec![
-                source!("models/uring/mod.rs"),
-                source!("models/uring/setup.rs"),
-                source!("models/uring/session.rs"),
-                source!("models/uring/event_loop.rs"),
-                source!("sys/uring.rs"),
-            ],
-            &["conn", "listener", "shutdown", "protocol"],
-        ),
-        "coro" => (
-            vec![
-                source!("models/coro.rs"),
-                source!("coro/mod.rs"),
-                source!("coro/context.rs"),
-                source!("coro/stack.rs"),
-                source!("coro/scheduler.rs"),
-                source!("coro/net.rs"),
-            ],
-            BLOCKING,
-        ),
-        "async" => (
-            vec![
-                source!("models/async_model.rs"),
-                source!("async_rt/mod.rs"),
-                source!("async_rt/waker.rs"),
-                source!("async_rt/executor.rs"),
-                source!("async_rt/reactor.rs"),
-                source!("async_rt/timer.rs"),
-                source!("async_rt/net.rs"),
-            ],
-            &[
-                "handler",
-                "readiness_state",
-                "listener",
-                "shutdown",
-                "protocol",
-            ],
-        ),
-        "mio" => (vec![source!("models/with_mio.rs")], LOOP),
-        "polling" => (vec![source!("models/with_polling.rs")], LOOP),
-        "tokio" => (
-            vec![source!("models/with_tokio.rs")],
-            &["handler", "listener", "shutdown", "protocol"],
-        ),
-        _ => (Vec::new(), &[]),
-    }
-}
+use crate::models::{source, Source};
 
 /// A shared piece: its page name, what it is, its source.
 struct Shared {
@@ -162,6 +73,11 @@ const SHARED: &[Shared] = &[
         source: source!("sys/readiness.rs"),
     },
     Shared {
+        name: "slab",
+        what: "the generational table every loop keeps its connections in",
+        source: source!("slab.rs"),
+    },
+    Shared {
         name: "readiness_state",
         what: "what a reactor remembers about a socket between events",
         source: source!("readiness_state.rs"),
@@ -179,13 +95,7 @@ pub fn page(model: &Model) -> io::Result<String> {
 }
 
 fn model_page(model: &Model, style: &str) -> io::Result<String> {
-    let (sources, uses) = model_sources(model.name);
-    if sources.is_empty() {
-        return Err(io::Error::other(format!(
-            "no source listed for model {}",
-            model.name
-        )));
-    }
+    let (sources, uses) = (model.sources, model.shared);
     let header = Header {
         title: model.name,
         what: model.summary,

@@ -6,7 +6,7 @@ use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
 
 use crate::config::Config;
 use crate::config::{parse_positive, parse_secs};
-use crate::models::{self, Model, ModelOption};
+use crate::models::{self, Model};
 
 /// `lab bench`'s options.
 #[derive(clap::Args, Debug)]
@@ -215,32 +215,7 @@ fn model_command(model: &Model) -> Command {
         .about(model.summary)
         .long_about(format!("{}\n\n{}", model.summary, model.about));
     for option in model.options {
-        command = command.arg(match option {
-            ModelOption::Workers { default } => Arg::new("workers")
-                .long("workers")
-                .value_name("N")
-                .value_parser(clap::value_parser!(u64).range(1..))
-                .help(format!(
-                    "Workers: threads, processes or event loops [default: {default}]"
-                )),
-            ModelOption::Edge => Arg::new("edge")
-                .long("edge")
-                .action(clap::ArgAction::SetTrue)
-                .help("Edge-triggered readiness (EPOLLET) instead of level-triggered"),
-            ModelOption::SpinSleep => Arg::new("spin-sleep-us")
-                .long("spin-sleep-us")
-                .value_name("MICROS")
-                .value_parser(clap::value_parser!(u64))
-                .help("Sleep this long after each sweep [default: 0, never sleep]"),
-            ModelOption::NoMultishot => Arg::new("no-multishot")
-                .long("no-multishot")
-                .action(clap::ArgAction::SetTrue)
-                .help("Single-shot accept and recv with per-connection buffers"),
-            ModelOption::SqPoll => Arg::new("sqpoll")
-                .long("sqpoll")
-                .action(clap::ArgAction::SetTrue)
-                .help("A kernel thread polls the submission queue (IORING_SETUP_SQPOLL)"),
-        });
+        command = command.arg(option.arg());
     }
     command
 }
@@ -249,22 +224,8 @@ fn model_command(model: &Model) -> Command {
 /// options, then the flags that model declares.
 pub fn config(model: &Model, args: &ArgMatches) -> Result<Config, String> {
     let mut config = Config::from_arg_matches(args).map_err(|e| e.to_string())?;
-    if let Some(default) = model.default_workers() {
-        config.workers = args
-            .get_one::<u64>("workers")
-            .map_or(default, |&n| n as usize);
-    }
     for option in model.options {
-        match option {
-            ModelOption::Workers { .. } => {}
-            ModelOption::Edge => config.tuning.edge = args.get_flag("edge"),
-            ModelOption::SpinSleep => {
-                let micros = args.get_one::<u64>("spin-sleep-us").copied().unwrap_or(0);
-                config.tuning.spin_sleep = std::time::Duration::from_micros(micros);
-            }
-            ModelOption::NoMultishot => config.tuning.no_multishot = args.get_flag("no-multishot"),
-            ModelOption::SqPoll => config.tuning.sqpoll = args.get_flag("sqpoll"),
-        }
+        option.apply(args, &mut config);
     }
     Ok(config)
 }

@@ -128,6 +128,59 @@ pub enum ModelOption {
     SqPoll,
 }
 
+impl ModelOption {
+    /// The option on the command line: its flag and its help. (A model's
+    /// subcommand gets one for each option the model declares.)
+    pub fn arg(self) -> clap::Arg {
+        use clap::{Arg, ArgAction};
+        match self {
+            ModelOption::Workers { default } => Arg::new("workers")
+                .long("workers")
+                .value_name("N")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help(format!(
+                    "Workers: threads, processes or event loops [default: {default}]"
+                )),
+            ModelOption::Edge => Arg::new("edge")
+                .long("edge")
+                .action(ArgAction::SetTrue)
+                .help("Edge-triggered readiness (EPOLLET) instead of level-triggered"),
+            ModelOption::SpinSleep => Arg::new("spin-sleep-us")
+                .long("spin-sleep-us")
+                .value_name("MICROS")
+                .value_parser(clap::value_parser!(u64))
+                .help("Sleep this long after each sweep [default: 0, never sleep]"),
+            ModelOption::NoMultishot => Arg::new("no-multishot")
+                .long("no-multishot")
+                .action(ArgAction::SetTrue)
+                .help("Single-shot accept and recv with per-connection buffers"),
+            ModelOption::SqPoll => Arg::new("sqpoll")
+                .long("sqpoll")
+                .action(ArgAction::SetTrue)
+                .help("A kernel thread polls the submission queue (IORING_SETUP_SQPOLL)"),
+        }
+    }
+
+    /// Sets what the option says in `config`, from the parsed command line.
+    pub fn apply(self, args: &clap::ArgMatches, config: &mut Config) {
+        let tuning = &mut config.tuning;
+        match self {
+            ModelOption::Workers { default } => {
+                config.workers = args
+                    .get_one::<u64>("workers")
+                    .map_or(default, |&n| n as usize);
+            }
+            ModelOption::Edge => tuning.edge = args.get_flag("edge"),
+            ModelOption::SpinSleep => {
+                let micros = args.get_one::<u64>("spin-sleep-us").copied().unwrap_or(0);
+                tuning.spin_sleep = std::time::Duration::from_micros(micros);
+            }
+            ModelOption::NoMultishot => tuning.no_multishot = args.get_flag("no-multishot"),
+            ModelOption::SqPoll => tuning.sqpoll = args.get_flag("sqpoll"),
+        }
+    }
+}
+
 /// How many clients a model can serve at once, and why no more.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Capacity {
@@ -226,7 +279,52 @@ pub struct Model {
     /// What the model checks before `lab` binds and announces the address
     /// (that the kernel has what it needs), if anything.
     pub preflight: Option<fn(&Config) -> io::Result<()>>,
+    /// Its source files, its own first: what `lab annotate` shows on its
+    /// page (a runtime only it uses, like the coroutines', included).
+    pub sources: &'static [Source],
+    /// The shared pieces it stands on, by their page name in `lab annotate`
+    /// (each has a page of its own).
+    pub shared: &'static [&'static str],
 }
+
+/// A source file compiled into the binary, for `lab annotate`: its path in
+/// the repository and its text (so a page always shows the code of the
+/// `lab` that made it).
+#[derive(Debug)]
+pub struct Source {
+    /// The path, from the repository's root.
+    pub path: &'static str,
+    /// The file's text.
+    pub text: &'static str,
+}
+
+/// [`Source`] for a path under `src/`.
+macro_rules! source {
+    ($path:literal) => {
+        $crate::models::Source {
+            path: concat!("src/", $path),
+            text: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/", $path)),
+        }
+    };
+}
+pub(crate) use source;
+
+/// The shared pieces the blocking-style models stand on.
+const BLOCKING: &[&str] = &["handler", "listener", "shutdown", "protocol"];
+/// ... and the process models.
+const PROCESSES: &[&str] = &["handler", "process", "listener", "shutdown", "protocol"];
+/// ... and the readiness models that wait in a poller of the lab's.
+const READINESS: &[&str] = &[
+    "driver",
+    "conn",
+    "slab",
+    "readiness",
+    "listener",
+    "shutdown",
+    "protocol",
+];
+/// ... and the loops that wait without one (the sweep) or in a crate's.
+const LOOP: &[&str] = &["driver", "conn", "slab", "listener", "shutdown", "protocol"];
 
 impl Model {
     /// The default of `--workers`, or `None` if the model has no pool.
@@ -260,6 +358,8 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: blocking::serve,
         preflight: None,
+        sources: &[source!("models/blocking.rs")],
+        shared: BLOCKING,
     },
     Model {
         name: "fork",
@@ -277,6 +377,8 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: fork::serve,
         preflight: None,
+        sources: &[source!("models/fork.rs")],
+        shared: PROCESSES,
     },
     Model {
         name: "prefork",
@@ -296,6 +398,8 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: prefork::serve,
         preflight: None,
+        sources: &[source!("models/prefork.rs")],
+        shared: PROCESSES,
     },
     Model {
         name: "threads",
@@ -313,6 +417,8 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: threads::serve,
         preflight: None,
+        sources: &[source!("models/threads.rs")],
+        shared: BLOCKING,
     },
     Model {
         name: "threadpool",
@@ -331,6 +437,8 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: threadpool::serve,
         preflight: None,
+        sources: &[source!("models/threadpool.rs")],
+        shared: BLOCKING,
     },
     Model {
         name: "nonblocking",
@@ -348,6 +456,8 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: nonblocking::serve,
         preflight: None,
+        sources: &[source!("models/nonblocking.rs")],
+        shared: LOOP,
     },
     Model {
         name: "select",
@@ -365,6 +475,8 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: select::serve,
         preflight: None,
+        sources: &[source!("models/select.rs")],
+        shared: READINESS,
     },
     Model {
         name: "poll",
@@ -381,6 +493,8 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: poll::serve,
         preflight: None,
+        sources: &[source!("models/poll.rs")],
+        shared: READINESS,
     },
     Model {
         name: "epoll",
@@ -399,6 +513,8 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: epoll::serve,
         preflight: None,
+        sources: &[source!("models/epoll.rs")],
+        shared: READINESS,
     },
     Model {
         name: "sigio",
@@ -417,6 +533,8 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: sigio::serve,
         preflight: None,
+        sources: &[source!("models/sigio.rs")],
+        shared: READINESS,
     },
     Model {
         name: "uring",
@@ -440,6 +558,14 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: uring::serve,
         preflight: Some(uring::preflight),
+        sources: &[
+            source!("models/uring/mod.rs"),
+            source!("models/uring/setup.rs"),
+            source!("models/uring/session.rs"),
+            source!("models/uring/event_loop.rs"),
+            source!("sys/uring.rs"),
+        ],
+        shared: &["slab", "conn", "listener", "shutdown", "protocol"],
     },
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     Model {
@@ -460,6 +586,22 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: coro::serve,
         preflight: None,
+        sources: &[
+            source!("models/coro.rs"),
+            source!("coro/mod.rs"),
+            source!("coro/context.rs"),
+            source!("coro/stack.rs"),
+            source!("coro/trim.rs"),
+            source!("coro/scheduler.rs"),
+            source!("coro/net.rs"),
+        ],
+        shared: &[
+            "handler",
+            "readiness_state",
+            "listener",
+            "shutdown",
+            "protocol",
+        ],
     },
     #[cfg(target_pointer_width = "64")]
     Model {
@@ -481,6 +623,22 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: async_model::serve,
         preflight: None,
+        sources: &[
+            source!("models/async_model.rs"),
+            source!("async_rt/mod.rs"),
+            source!("async_rt/waker.rs"),
+            source!("async_rt/executor.rs"),
+            source!("async_rt/reactor.rs"),
+            source!("async_rt/timer.rs"),
+            source!("async_rt/net.rs"),
+        ],
+        shared: &[
+            "handler",
+            "readiness_state",
+            "listener",
+            "shutdown",
+            "protocol",
+        ],
     },
     Model {
         name: "mio",
@@ -497,6 +655,8 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: with_mio::serve,
         preflight: None,
+        sources: &[source!("models/with_mio.rs")],
+        shared: LOOP,
     },
     Model {
         name: "polling",
@@ -513,6 +673,8 @@ static MODELS: &[Model] = &[
         counts_syscalls: true,
         serve: with_polling::serve,
         preflight: None,
+        sources: &[source!("models/with_polling.rs")],
+        shared: LOOP,
     },
     Model {
         name: "tokio",
@@ -530,6 +692,8 @@ static MODELS: &[Model] = &[
         counts_syscalls: false,
         serve: with_tokio::serve,
         preflight: None,
+        sources: &[source!("models/with_tokio.rs")],
+        shared: &["handler", "listener", "shutdown", "protocol"],
     },
 ];
 
