@@ -47,7 +47,7 @@ use crate::listener::{Accepted, Acceptor, Admitted};
 use crate::protocol::ERR_IDLE_TIMEOUT;
 use crate::shutdown;
 use crate::sys::counters::{self, Counter};
-use crate::sys::Stream;
+use crate::sys::{self, Stream};
 
 /// How much a read asks for when the client is pipelining (the read
 /// before filled its buffer). Large enough that a burst arrives in a few
@@ -120,7 +120,7 @@ fn serve<C: Conn>(conn: &mut C, config: &Config) -> io::Result<()> {
             // A signal: if it was a stop signal, the read side has been shut
             // down and the next read returns what is left, then 0.
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if is_timeout(&e) => {
+            Err(e) if sys::is_timeout(&e) => {
                 write_all(conn, ERR_IDLE_TIMEOUT)?;
                 return Ok(());
             }
@@ -180,12 +180,6 @@ fn write_all<C: Conn>(conn: &mut C, mut bytes: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Whether a read on a socket with a timeout ran out of time (Linux says
-/// `EAGAIN` for `SO_RCVTIMEO`, which std reports as `WouldBlock`).
-pub(crate) fn is_timeout(err: &io::Error) -> bool {
-    matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
 /// Waits for the next connection the blocking way. `Ok(None)` once the

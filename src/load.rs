@@ -543,7 +543,8 @@ impl<'a> Worker<'a> {
     fn flush(&mut self, c: usize) {
         let client = &mut self.clients[c];
         while !client.dead && client.out_sent < client.out.len() {
-            match sys::send(client.socket.as_fd(), &client.out[client.out_sent..]) {
+            // Uncounted: these are the clients' calls, not the server's.
+            match sys::send_uncounted(client.socket.as_fd(), &client.out[client.out_sent..]) {
                 Ok(n) => client.out_sent += n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -572,7 +573,7 @@ impl<'a> Worker<'a> {
             if self.clients[c].dead {
                 return;
             }
-            let n = match sys::recv(self.clients[c].socket.as_fd(), &mut self.scratch) {
+            let n = match sys::recv_uncounted(self.clients[c].socket.as_fd(), &mut self.scratch) {
                 Ok(0) => {
                     let client = &self.clients[c];
                     let (id, at, n) = (client.id, client.received, client.in_flight.len());

@@ -17,7 +17,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::handler::is_timeout;
+use crate::sys::is_timeout;
 
 /// `error: too many connections`, as the spec writes it.
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"error: too many connections\n";

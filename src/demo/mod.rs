@@ -32,8 +32,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::child::ServerProcess;
-use crate::handler::is_timeout;
 use crate::models::{self, Model};
+use crate::sys::is_timeout;
 
 mod batching;
 mod busy_poll;

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use super::{ms, Demo, Facts, Peer, Run, Stage};
 use crate::child::tree_memory_kib;
-use crate::handler::is_timeout;
 use crate::models::Model;
+use crate::sys::is_timeout;
 
 pub const DEMO: Demo = Demo {
     name: "slow-reader",

@@ -45,6 +45,13 @@ pub(crate) use syscall;
 /// it, so the difference is the same for all.
 pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     bump(Counter::Recv);
+    recv_uncounted(fd, buf)
+}
+
+/// [`recv`] without counting it: for the *clients* the lab runs (the load
+/// generator), whose calls are not the server's and must never show in its
+/// summary, even if the two share a process.
+pub fn recv_uncounted(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid, writable region of `buf.len()` bytes for the
     // whole call, and the kernel writes at most that many bytes into it.
     let n = unsafe { syscall!(recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)) }?;
@@ -59,6 +66,11 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 /// is ignored process-wide as well, for the calls that cannot say so.)
 pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     bump(Counter::Send);
+    send_uncounted(fd, buf)
+}
+
+/// [`send`] without counting it (see [`recv_uncounted`]).
+pub fn send_uncounted(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid, readable region of `buf.len()` bytes for the
     // whole call; the kernel only reads from it.
     let n = unsafe {
@@ -164,6 +176,16 @@ impl MemoryReturn {
             self.high = open;
         }
     }
+}
+
+/// Whether a call on a socket with a timeout ran out of time (Linux says
+/// `EAGAIN` for `SO_RCVTIMEO`/`SO_SNDTIMEO`, which std reports as
+/// `WouldBlock`; some paths say `TimedOut`).
+pub fn is_timeout(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// `shutdown(2)` of the read side: later reads return what is already
