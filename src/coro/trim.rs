@@ -30,8 +30,9 @@
 //! [`Stack::discard_below`], one `madvise(MADV_DONTNEED)`. Below the
 //! saved stack pointer nothing is live (see
 //! [`Context::suspended_sp`](super::context::Context::suspended_sp)); the
-//! red-zone margin keeps a page the coroutine is about to touch again
-//! anyway, and costs nothing where the ABI has no red zone (aarch64).
+//! red-zone margin keeps at most one page more, the one the coroutine
+//! touches first when it runs again, and is only caution where the ABI
+//! has no red zone (aarch64).
 //!
 //! **`MADV_DONTNEED`, not `MADV_FREE`.** `MADV_FREE` is lazy: the pages
 //! stay resident, and counted in RSS, PSS and the process's cgroup, until
@@ -44,15 +45,16 @@
 //! touch maps a zeroed page: one page fault.
 //!
 //! **The trade.** A trimmed coroutine that goes deep again pays a page
-//! fault per page it touches below its old stack pointer: the kernel entry,
-//! a zeroed page, the page-table update (the `coro` bench's `stack page
-//! fault after a trim` measures it), a fraction of a microsecond per page
-//! against the second it spent idle. The pass pays one `madvise` per
-//! stack trimmed, even one with nothing resident below its stack
-//! pointer, which is most of the lab's handlers (they park with one page
-//! in use), and a walk over every coroutine once per pass: a burst of
-//! 10,000 connections gone idle together costs one pass of 10,000
-//! `madvise` calls, once. A production runtime would batch them:
+//! fault per page it touches below its old stack pointer: the kernel
+//! entry, a zeroed page, the page-table update. The `coro` bench's `stack
+//! page fault after a trim` puts it at about 2.5 µs a page on the lab's
+//! VM (faults are slow there; a few tenths of a microsecond is usual on
+//! bare metal), against the second or more the coroutine spent idle. The
+//! pass pays one `madvise` per stack trimmed, under a microsecond when
+//! nothing below the stack pointer is resident, which is the case of
+//! the lab's handler: it parks with one page in use, so for it the trim
+//! is insurance, not a saving. A pass also walks every coroutine, about
+//! 0.2 ms per 10,000. A production runtime would batch the calls:
 //! `process_madvise(2)` takes a vector of ranges.
 
 use std::time::{Duration, Instant};
@@ -64,8 +66,9 @@ use super::stack::Stack;
 /// trimmed. The parks inside an exchange (a read waiting for the next
 /// pipelined request, a write waiting for the client to read) last
 /// microseconds to milliseconds; a coroutine parked for a second is
-/// waiting for a client that is thinking or gone. At a second, the fault
-/// the next deep call pays is under a millionth of the time it idled.
+/// waiting for a client that is thinking or gone. At a second, the
+/// faults its next deep call pays (2.5 µs a page on the lab's VM) are a
+/// few millionths of the time it idled, per page.
 pub const TRIM_AFTER: Duration = Duration::from_secs(1);
 
 /// A scheduler that never sleeps looks at the clock for a due pass once
