@@ -5,8 +5,8 @@
 //! ([`readiness_state::INTEREST`](crate::readiness_state::INTEREST)), in a
 //! slab of [`Source`]s whose keys are the events' data. A source keeps
 //! what is known of its readiness (with the sticky end-of-stream rule of
-//! [`crate::readiness_state`], the same record the coroutine reactor
-//! keeps) and, each way, the [`Waker`] of the task that waits. An event
+//! [`crate::readiness_state`], the rules the coroutine reactor keeps
+//! too) and, each way, the [`Waker`] of the task that waits. An event
 //! records its bits and wakes the waiters it concerns; an event for a
 //! source deregistered since finds its slot's generation moved on and is
 //! dropped, so it can never wake whoever has the slot now.

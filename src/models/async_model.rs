@@ -30,7 +30,7 @@
 //!
 //! - **Syscalls per request:** `recv` + `send` and a share of
 //!   `epoll_wait`, as `coro` and `epoll --edge`: the reactor keeps the
-//!   same readiness record ([`crate::readiness_state`]).
+//!   same readiness rules ([`crate::readiness_state`]).
 //! - **Memory per connection:** the task's future (its size is printed by
 //!   `lab async --stats`, a few hundred bytes), its slab slot, its
 //!   socket's source in the reactor; no stack. The handler waits holding
