@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use iolab::protocol::Codec;
+use iolab::server::protocol::Codec;
 
 /// `n` lines of `size` bytes (LF included) of lower-case letters.
 fn lines(n: usize, size: usize) -> Vec<u8> {

@@ -1,7 +1,7 @@
 //! A short profile of `lab bench`: two models, the request/response and
 //! pipeline scenarios, one second per run. `cargo bench --bench models`.
 //!
-//! This is the same runner as `lab bench` (see `src/bench.rs`), cut short
+//! This is the same runner as `lab bench` (see `src/tools/bench/mod.rs`), cut short
 //! so that `cargo bench` finishes in about a minute; the full comparison is
 //! `cargo run --release --bin lab -- bench`. The report lands in
 //! `target/tmp/bench-profile/`.
@@ -15,7 +15,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let args = iolab::bench::BenchArgs {
+    let args = iolab::tools::bench::BenchArgs {
         models: vec!["epoll".into(), "tokio".into()],
         scenarios: vec!["rr".into(), "pipeline".into()],
         duration: Duration::from_secs(1),
@@ -25,7 +25,7 @@ fn main() {
         command: "cargo bench --bench models".into(),
         lab: PathBuf::from(env!("CARGO_BIN_EXE_lab")),
     };
-    match iolab::bench::run(&args) {
+    match iolab::tools::bench::run(&args) {
         Ok(_) => println!("report: {}", args.out.display()),
         Err(e) => {
             eprintln!("bench profile failed: {e}");

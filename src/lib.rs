@@ -7,42 +7,37 @@
 //! with [`models`], whose doc states the contract every model keeps, then
 //! read the models in the order `lab list` prints them.
 //!
-//! The layers, each knowing only the ones below it:
+//! The layers, bottom to top; each uses only the ones below it (and
+//! itself), which `tests/layers.rs` checks on every `use crate::` line:
 //!
 //! ```text
-//! lab (src/main.rs)  the CLI: list · MODEL · client
-//! models/            one file per model, and the table of them
-//! handler            the blocking family's one connection handler
-//! protocol · config · listener · shutdown · stats    the shared pieces
-//! sys/               every hot-path syscall, counted
+//! tools/     the `lab` command line (cli), client, load generator, bench
+//!            (runner, report, Markdown, charts, the book's tables), demos,
+//!            attack (hostile clients), annotate. They run models as
+//!            processes and read their summaries.
+//! models/    one file (or folder) per model, and the table of them: each
+//!            declares its name, family, options and sources once.
+//! coro/      the runtimes: stackful coroutines and their reactor;
+//! async_rt/  a stackless executor, waker and reactor. General-purpose:
+//!            they know nothing of the server (the models adapt them).
+//! server/    the core every model stands on: protocol (the codec), config
+//!            (the limits), handler (the blocking-style connection), conn +
+//!            driver (the state-machine connection and the readiness loop's
+//!            body), listener (accept, MAX_CONNS, EMFILE), shutdown (signals
+//!            and the drain), stats (the summary), slab, timers, buffers.
+//! sys/       every system call on the hot path, counted, each `unsafe`
+//!            argued; shared memory for the process models.
 //! ```
+//!
+//! `src/main.rs`, the `lab` binary, sits on top and only dispatches to
+//! [`tools::cli`] and the models.
 #![warn(missing_docs)]
 
-pub mod annotate;
-pub mod attack;
 #[cfg(target_pointer_width = "64")]
 pub mod async_rt;
-pub mod bench;
-pub mod book;
-pub mod buffers;
-pub mod charts;
-pub mod child;
-pub mod cli;
-pub mod client;
-pub mod config;
-pub mod conn;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub mod coro;
-pub mod demo;
-pub mod driver;
-pub mod handler;
-pub mod listener;
-pub mod load;
 pub mod models;
-pub mod protocol;
-pub mod readiness_state;
-pub mod shutdown;
-pub mod slab;
-pub mod stats;
+pub mod server;
 pub mod sys;
-pub mod timers;
+pub mod tools;

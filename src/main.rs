@@ -6,14 +6,15 @@ use std::time::Instant;
 
 use clap::{ArgMatches, FromArgMatches};
 
-use iolab::load::{self, LoadArgs};
 use iolab::models::{self, Model};
-use iolab::{cli, client, listener, shutdown, stats, sys};
+use iolab::tools::load::{self, LoadArgs};
+use iolab::{server::listener, server::shutdown, server::stats, sys, tools::cli, tools::client};
 
 fn bench(args: &ArgMatches) -> Result<(), String> {
     let cli = cli::BenchCli::from_arg_matches(args).map_err(|e| e.to_string())?;
     if let Some(dir) = &cli.rerender {
-        iolab::bench::rerender(dir).map_err(|e| format!("rerender {}: {e}", dir.display()))?;
+        iolab::tools::bench::rerender(dir)
+            .map_err(|e| format!("rerender {}: {e}", dir.display()))?;
         println!("report and charts redrawn in {}", dir.display());
         return book(dir, cli.book.as_deref());
     }
@@ -26,7 +27,7 @@ fn bench(args: &ArgMatches) -> Result<(), String> {
     let largest = cli
         .scenarios
         .iter()
-        .filter_map(|name| iolab::bench::scenario(name))
+        .filter_map(|name| iolab::tools::bench::scenario(name))
         .flatten()
         .map(|run| run.conns + run.idle)
         .max()
@@ -38,7 +39,7 @@ fn bench(args: &ArgMatches) -> Result<(), String> {
     let command = std::env::args()
         .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
         .collect::<Vec<_>>();
-    let args = iolab::bench::BenchArgs {
+    let args = iolab::tools::bench::BenchArgs {
         models,
         scenarios: cli.scenarios,
         duration: cli.duration,
@@ -48,7 +49,7 @@ fn bench(args: &ArgMatches) -> Result<(), String> {
         command: command.join(" "),
         lab: std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?,
     };
-    let report = iolab::bench::run(&args).map_err(|e| format!("bench: {e}"))?;
+    let report = iolab::tools::bench::run(&args).map_err(|e| format!("bench: {e}"))?;
     let failed = report.rows.iter().filter(|r| r.errors > 0).count();
     println!("report written to {}", args.out.display());
     book(&args.out, cli.book.as_deref())?;
@@ -63,7 +64,7 @@ fn book(report_dir: &std::path::Path, out: Option<&std::path::Path>) -> Result<(
     let Some(out) = out else {
         return Ok(());
     };
-    let written = iolab::book::write(report_dir, out)
+    let written = iolab::tools::bench::book::write(report_dir, out)
         .map_err(|e| format!("book tables from {}: {e}", report_dir.display()))?;
     println!("{written} book tables written to {}", out.display());
     Ok(())
@@ -109,12 +110,12 @@ fn attack(args: &ArgMatches) -> Result<(), String> {
     let command = std::env::args()
         .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
         .collect::<Vec<_>>();
-    let args = iolab::attack::AttackArgs {
+    let args = iolab::tools::attack::AttackArgs {
         addr: cli.addr,
         models: cli.models,
         pid: cli.pid,
         scenarios: cli.scenarios,
-        plan: iolab::attack::Plan {
+        plan: iolab::tools::attack::Plan {
             scale: cli.scale.unwrap_or(if cli.quick { 0.1 } else { 1.0 }),
             quick: cli.quick,
             max_conns: cli.max_conns,
@@ -127,7 +128,7 @@ fn attack(args: &ArgMatches) -> Result<(), String> {
         lab: std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?,
         quiet_stdout: cli.json,
     };
-    let report = iolab::attack::run(&args)?;
+    let report = iolab::tools::attack::run(&args)?;
     if let Some(table) = report.table() {
         if cli.json {
             eprint!("\n{table}");
@@ -210,15 +211,15 @@ fn clap_error(err: clap::Error) -> ExitCode {
 fn demo(args: &ArgMatches) -> Result<(), String> {
     let cli = cli::DemoCli::from_arg_matches(args).map_err(|e| e.to_string())?;
     let Some(name) = cli.name else {
-        for demo in iolab::demo::all() {
+        for demo in iolab::tools::demo::all() {
             println!("{:16} {}", demo.name, demo.claim);
             println!("{:16} models: {}", "", demo.default_models.join(", "));
         }
         return Ok(());
     };
-    let demo = iolab::demo::find(&name)
+    let demo = iolab::tools::demo::find(&name)
         .ok_or_else(|| format!("no demo `{name}`; `lab demo` lists them"))?;
-    let report = iolab::demo::run(demo, &cli.models, cli.json)?;
+    let report = iolab::tools::demo::run(demo, &cli.models, cli.json)?;
     if cli.json {
         println!(
             "{}",
@@ -246,13 +247,13 @@ fn annotate(args: &ArgMatches) -> Result<(), String> {
         None if chosen.len() == 1 => {
             print!(
                 "{}",
-                iolab::annotate::page(chosen[0]).map_err(|e| e.to_string())?
+                iolab::tools::annotate::page(chosen[0]).map_err(|e| e.to_string())?
             );
             Ok(())
         }
         None => Err("several models: say where with --out DIR".into()),
         Some(dir) => {
-            let written = iolab::annotate::write_pages(&chosen, dir)
+            let written = iolab::tools::annotate::write_pages(&chosen, dir)
                 .map_err(|e| format!("annotate into {}: {e}", dir.display()))?;
             println!("{written} pages written to {}", dir.display());
             Ok(())

@@ -24,7 +24,7 @@ const IDLE: usize = 10_000;
 
 /// The server's PSS, in KiB.
 fn pss_kib(pid: i32) -> u64 {
-    iolab::child::tree_memory_kib(pid)
+    iolab::tools::child::tree_memory_kib(pid)
 }
 
 /// 10,000 connections each send one 64-byte line, read its answer, and

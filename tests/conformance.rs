@@ -596,14 +596,14 @@ fn spawn_flood(
 /// memory (summed over its processes) stays bounded.
 fn backpressure_memory(t: &Target) {
     let server = t.start(&["--max-pending", "65536"]);
-    let baseline = iolab::child::tree_memory_kib(server.pid());
+    let baseline = iolab::tools::child::tree_memory_kib(server.pid());
     let done = Arc::new(AtomicBool::new(false));
     let flood = spawn_flood(&server, Arc::clone(&done));
     // Sample while the client writes and for a second after it stops.
     let mut peak = baseline;
     let mut stopped: Option<Instant> = None;
     loop {
-        peak = peak.max(iolab::child::tree_memory_kib(server.pid()));
+        peak = peak.max(iolab::tools::child::tree_memory_kib(server.pid()));
         match stopped {
             None if done.load(Ordering::SeqCst) => stopped = Some(Instant::now()),
             Some(at) if at.elapsed() > Duration::from_secs(1) => break,

@@ -71,7 +71,7 @@ fn number(facts: &Value, key: &str) -> f64 {
 fn every_model_has_a_demo_that_runs_it_by_default() {
     for model in iolab::models::all() {
         assert!(
-            iolab::demo::all().iter().any(|demo| demo
+            iolab::tools::demo::all().iter().any(|demo| demo
                 .default_models
                 .iter()
                 .any(|spec| spec.split_whitespace().next() == Some(model.name))),
@@ -85,7 +85,7 @@ fn every_model_has_a_demo_that_runs_it_by_default() {
 fn lab_demo_lists_the_demos_and_refuses_unknown_ones() {
     let listed = util::run_lab(&["demo"]);
     assert!(listed.status.success());
-    for demo in iolab::demo::all() {
+    for demo in iolab::tools::demo::all() {
         assert!(listed.stdout.contains(demo.name), "{}", listed.stdout);
     }
     let unknown = util::run_lab(&["demo", "no-such-demo"]);
@@ -248,7 +248,7 @@ fn a_killed_demo_leaves_no_server_behind() {
     let demo_pid = demo.id() as i32;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let server = loop {
-        if let Some(&pid) = iolab::child::descendants(demo_pid).first() {
+        if let Some(&pid) = iolab::tools::child::descendants(demo_pid).first() {
             break util::Proc::live(pid).expect("the server is alive");
         }
         assert!(

@@ -1,9 +1,9 @@
 //! The book, the lab sheets and the README keep to the code:
 //!
 //! - every `lab` command they show parses with the binary's own parser
-//!   (`iolab::cli::command`), subcommands and flags alike;
+//!   (`iolab::tools::cli::command`), subcommands and flags alike;
 //! - every project source item they name exists: paths
-//!   (`driver::Driver::service`, `src/driver.rs`) item by item, and bare
+//!   (`driver::Driver::service`, `src/server/driver.rs`) item by item, and bare
 //!   names that look like ours (`move_unsent_into`, `ConnPermit`,
 //!   `MAX_CONNS`) somewhere in the source; every `--flag` is one of `lab`'s;
 //! - every relative link in the book leads somewhere;
@@ -211,7 +211,7 @@ fn every_lab_command_in_the_docs_parses() {
                 }
                 checked += 1;
                 let argv = std::iter::once("lab".to_string()).chain(args.iter().cloned());
-                if let Err(e) = iolab::cli::command().try_get_matches_from(argv) {
+                if let Err(e) = iolab::tools::cli::command().try_get_matches_from(argv) {
                     use clap::error::ErrorKind::*;
                     if !matches!(e.kind(), DisplayHelp | DisplayVersion) {
                         let why = e.render().to_string();
@@ -249,10 +249,10 @@ fn the_command_extractor_reads_shell_lines() {
         lab_commands("lab MODEL [--addr HOST:PORT] [OPTIONS]"),
         vec![vec!["epoll", "--addr", "1"]]
     );
-    assert!(iolab::cli::command()
+    assert!(iolab::tools::cli::command()
         .try_get_matches_from(["lab", "epoll", "--no-such-flag"])
         .is_err());
-    assert!(iolab::cli::command()
+    assert!(iolab::tools::cli::command()
         .try_get_matches_from(["lab", "epoll", "--sqpoll"])
         .is_err());
 }
@@ -606,7 +606,7 @@ fn bare_identifier(span: &str) -> Option<&str> {
 /// Every long option of `lab` and its subcommands, `--` included.
 fn lab_flags() -> BTreeSet<String> {
     let mut flags = BTreeSet::from(["--help".to_string(), "--version".to_string()]);
-    let lab = iolab::cli::command();
+    let lab = iolab::tools::cli::command();
     let mut commands = vec![&lab];
     while let Some(command) = commands.pop() {
         for arg in command.get_arguments() {
@@ -689,7 +689,7 @@ fn the_committed_book_tables_are_current() {
     for source in sources {
         let folder = source.parent().unwrap();
         let text = std::fs::read_to_string(&source).unwrap();
-        let (report_dir, out) = iolab::book::parse_header(&text)
+        let (report_dir, out) = iolab::tools::bench::book::parse_header(&text)
             .unwrap_or_else(|| panic!("{} names no report", relative(&source)));
         assert_eq!(
             root().join(&out),
@@ -699,8 +699,8 @@ fn the_committed_book_tables_are_current() {
         );
         let json = std::fs::read_to_string(root().join(&report_dir).join("report.json"))
             .unwrap_or_else(|e| panic!("{}: {report_dir}/report.json: {e}", relative(&source)));
-        let report: iolab::bench::BenchReport = serde_json::from_str(&json).unwrap();
-        let fresh = iolab::book::render(&report, &report_dir, &out);
+        let report: iolab::tools::bench::BenchReport = serde_json::from_str(&json).unwrap();
+        let fresh = iolab::tools::bench::book::render(&report, &report_dir, &out);
         let command =
             format!("cargo run --release --bin lab -- bench --rerender {report_dir} --book {out}");
         for snippet in &fresh {
@@ -713,7 +713,9 @@ fn the_committed_book_tables_are_current() {
         for entry in std::fs::read_dir(folder).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            if text.starts_with(iolab::book::MARKER) && !fresh.iter().any(|s| s.name == name) {
+            if text.starts_with(iolab::tools::bench::book::MARKER)
+                && !fresh.iter().any(|s| s.name == name)
+            {
                 stale.push(format!("{out}/{name} (no longer made)"));
                 commands.insert(command.clone());
             }

@@ -126,7 +126,7 @@ fn uring_memory_per_client_that_never_reads_is_bounded_and_returned() {
     let mut probe = server.client();
     probe.roundtrip(b"warm\n");
     thread::sleep(Duration::from_millis(200));
-    let base = iolab::child::tree_memory_kib(server.pid());
+    let base = iolab::tools::child::tree_memory_kib(server.pid());
     let mut hogs: Vec<Client> = (0..HOGS).map(|_| server.client()).collect();
     let chunk = b"x"
         .repeat(1023)
@@ -155,7 +155,7 @@ fn uring_memory_per_client_that_never_reads_is_bounded_and_returned() {
         }
     }
     thread::sleep(Duration::from_secs(1));
-    let during = iolab::child::tree_memory_kib(server.pid());
+    let during = iolab::tools::child::tree_memory_kib(server.pid());
     // The fixed cost: the buffer ring, 1,024 buffers of 4 KiB, all touched.
     let ring_kib = 4096;
     let per_hog = during.saturating_sub(base + ring_kib) as f64 / HOGS as f64;
@@ -175,7 +175,7 @@ fn uring_memory_per_client_that_never_reads_is_bounded_and_returned() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut after = u64::MAX;
     while Instant::now() < deadline {
-        after = iolab::child::tree_memory_kib(server.pid());
+        after = iolab::tools::child::tree_memory_kib(server.pid());
         if after <= allowed {
             break;
         }

@@ -12,7 +12,7 @@ mod util;
 use std::time::{Duration, Instant};
 
 use iolab::models::{self, Family, Model};
-use iolab::protocol::ERR_TOO_MANY_CONNS;
+use iolab::server::protocol::ERR_TOO_MANY_CONNS;
 use util::{Client, Server, IO_TIMEOUT};
 
 /// Models that serve many connections from a few threads: the readiness

@@ -48,7 +48,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::reactor::Reactor;
 use super::waker::{self, Target};
-use crate::slab::{Key, Slab};
+use crate::server::slab::{Key, Slab};
 
 /// A spawned future: `None` while it is being polled (taken out of the
 /// slab, so that it can spawn, wake and cancel without the slab being

@@ -18,7 +18,7 @@
 //! | wakers | [`waker`] | `runtime::task::waker`: an `Arc`ed task header; here a task's key |
 //! | executor | [`executor`]: [`block_on`], [`spawn`], [`JoinHandle`], [`yield_now`] | the current-thread scheduler |
 //! | reactor | [`reactor`] | `runtime::io::driver` over mio |
-//! | timers | [`timer`]: [`sleep`] | the timer wheel (here [`crate::timers::Timers`], ordered deadlines) |
+//! | timers | [`timer`]: [`sleep`] | the timer wheel (here [`crate::server::timers::Timers`], ordered deadlines) |
 //! | sockets | [`net`]: [`net::TcpStream`] | `tokio::net::TcpStream`, `readable` + `try_read` |
 //!
 //! **Single-threaded by design**, as the coroutine scheduler is: a task

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use super::reactor;
 use super::timer::{sleep_until, Sleep};
-use crate::readiness_state::Direction;
-use crate::slab::Key;
+use crate::server::readiness_state::Direction;
+use crate::server::slab::Key;
 use crate::sys;
 
 /// A descriptor registered with this thread's reactor, deregistered

@@ -2,10 +2,10 @@
 //! epoll's events and the timers' deadlines into wakes.
 //!
 //! Every socket is registered once, for both directions, edge-triggered
-//! ([`readiness_state::INTEREST`](crate::readiness_state::INTEREST)), in a
+//! ([`readiness_state::INTEREST`](crate::server::readiness_state::INTEREST)), in a
 //! slab of [`Source`]s whose keys are the events' data. A source keeps
 //! what is known of its readiness (with the sticky end-of-stream rule of
-//! [`crate::readiness_state`], the rules the coroutine reactor keeps
+//! [`crate::server::readiness_state`], the rules the coroutine reactor keeps
 //! too) and, each way, the [`Waker`] of the task that waits. An event
 //! records its bits and wakes the waiters it concerns; an event for a
 //! source deregistered since finds its slot's generation moved on and is
@@ -24,10 +24,10 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::executor::{self, Runtime};
-use crate::readiness_state::{Direction, Source, INTEREST};
-use crate::slab::{Key, Slab};
+use crate::server::readiness_state::{Direction, Source, INTEREST};
+use crate::server::slab::{Key, Slab};
+use crate::server::timers::Timers;
 use crate::sys::readiness::{Epoll, EpollEvent};
-use crate::timers::Timers;
 
 /// Sockets and timers, and the buffers of one turn.
 pub(super) struct Reactor {

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::reactor;
-use crate::slab::Key;
+use crate::server::slab::Key;
 
 /// A future that is ready at `deadline`. Unpin: it holds no reference
 /// into itself, only a deadline and the key of its filed entry.

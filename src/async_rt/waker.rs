@@ -45,7 +45,7 @@
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::task::{RawWaker, RawWakerVTable, Waker};
 
-use crate::slab::Key;
+use crate::server::slab::Key;
 
 /// What a waker names: a spawned task, or the future
 /// [`block_on`](super::block_on) polls itself, which has no slot.
@@ -150,7 +150,7 @@ fn drop(_data: *const ()) {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slab::Slab;
+    use crate::server::slab::Slab;
 
     #[test]
     fn a_waker_carries_its_task_and_thread() {

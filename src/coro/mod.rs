@@ -3,7 +3,7 @@
 //!
 //! This is the Rust answer to Python's greenlet + gevent. Code written as
 //! if every call blocked — the blocking family's
-//! [`handler::handle`](crate::handler::handle), `read`, `write_all` — runs
+//! [`handler::handle`](crate::server::handler::handle), `read`, `write_all` — runs
 //! on a *coroutine*: a function with its own small stack that can be
 //! suspended in the middle of a call and resumed later, on the same thread.
 //! Its sockets ([`net::TcpStream`]) try the real non-blocking call; where

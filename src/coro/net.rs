@@ -1,7 +1,7 @@
 //! Sockets that look blocking and are not: `read` and `write` that, where
 //! the kernel says `EAGAIN`, park the coroutine until the reactor says the
 //! socket is ready, and then try again. Code written for blocking sockets
-//! (`Read`, `Write`, [`handler::Conn`](crate::handler::Conn)) runs on them
+//! (`Read`, `Write`; the `coro` model adds the handler's trait) runs on them
 //! unchanged — gevent's monkey-patching, done by a type instead of a patch.
 
 use std::io::{self, ErrorKind, Read, Write};
@@ -9,7 +9,6 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use super::scheduler::{self, Direction, SourceKey};
-use crate::handler::Conn;
 use crate::sys;
 
 /// A descriptor registered with this thread's reactor, deregistered
@@ -149,15 +148,15 @@ impl Write for TcpStream {
     }
 }
 
-impl Conn for TcpStream {
-    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+impl TcpStream {
+    /// Makes reads give up with `TimedOut` once they have waited `timeout`.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         self.read_timeout = timeout;
-        Ok(())
     }
 
-    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    /// Makes writes give up with `TimedOut` once they have waited `timeout`.
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
         self.write_timeout = timeout;
-        Ok(())
     }
 }
 

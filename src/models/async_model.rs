@@ -1,6 +1,6 @@
 //! # `async` — the blocking handler, rewritten as a future
 //!
-//! `coro` runs [`handler::handle`](crate::handler::handle) unchanged on a
+//! `coro` runs [`handler::handle`](crate::server::handler::handle) unchanged on a
 //! coroutine: the stack remembers where the handler was. Here the compiler
 //! remembers: [`handle`] below is `handler::handle` rewritten line for
 //! line as an `async fn`, with `.await` at each call that would block, and
@@ -30,11 +30,11 @@
 //!
 //! - **Syscalls per request:** `recv` + `send` and a share of
 //!   `epoll_wait`, as `coro` and `epoll --edge`: the reactor keeps the
-//!   same readiness rules ([`crate::readiness_state`]).
+//!   same readiness rules ([`crate::server::readiness_state`]).
 //! - **Memory per connection:** the task's future (its size is printed by
 //!   `lab async --stats`, a few hundred bytes), its slab slot, its
 //!   socket's source in the reactor; no stack. The handler waits holding
-//!   no buffer: it borrows them ([`crate::buffers`]) in a block with no
+//!   no buffer: it borrows them ([`crate::server::buffers`]) in a block with no
 //!   `.await`, so they are never part of the future.
 //! - **Hand-offs:** a wake pushes a key on the run queue; polling the next
 //!   task is a function call. No registers saved, no stack switched.
@@ -62,13 +62,13 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::async_rt::{self, net::Registration, net::TcpStream};
-use crate::buffers;
-use crate::config::Config;
-use crate::handler::{FIRST_READ, READ_SIZE};
-use crate::listener::{Accepted, Acceptor, ConnPermit};
-use crate::protocol::ERR_IDLE_TIMEOUT;
-use crate::readiness_state::Direction;
-use crate::shutdown::{self, Connections};
+use crate::server::buffers;
+use crate::server::config::Config;
+use crate::server::handler::{FIRST_READ, READ_SIZE};
+use crate::server::listener::{Accepted, Acceptor, ConnPermit};
+use crate::server::protocol::ERR_IDLE_TIMEOUT;
+use crate::server::readiness_state::Direction;
+use crate::server::shutdown::{self, Connections};
 use crate::sys::counters::{self, Counter};
 use crate::sys::Blocking;
 
@@ -169,7 +169,7 @@ async fn connection(
     drop(place);
 }
 
-/// Serves one connection to its end: [`handler::handle`](crate::handler::handle),
+/// Serves one connection to its end: [`handler::handle`](crate::server::handler::handle),
 /// awaited.
 pub async fn handle(conn: &mut TcpStream, config: &Config) {
     if serve_conn(conn, config).await.is_err() {

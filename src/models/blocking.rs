@@ -55,10 +55,10 @@
 use std::io;
 use std::net::TcpListener;
 
-use crate::config::Config;
-use crate::handler;
-use crate::listener::Acceptor;
-use crate::shutdown;
+use crate::server::config::Config;
+use crate::server::handler;
+use crate::server::listener::Acceptor;
+use crate::server::shutdown;
 use crate::sys::{Blocking, Stream};
 
 /// Serves connections one after another on the calling thread.

@@ -61,11 +61,11 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
 use crate::coro::{self, net::Registration, net::TcpStream, scheduler::Direction};
-use crate::handler;
-use crate::listener::{Accepted, Acceptor};
-use crate::shutdown::{self, Connections};
+use crate::server::config::Config;
+use crate::server::handler;
+use crate::server::listener::{Accepted, Acceptor};
+use crate::server::shutdown::{self, Connections};
 use crate::sys::{counters, Blocking};
 
 /// Runs `--workers` schedulers, each on its own thread with its own
@@ -118,7 +118,7 @@ fn accept_loop(listener: TcpListener, config: Rc<Config>) -> io::Result<()> {
                 });
                 if spawned.is_err() {
                     if let Some((socket, _place)) = handover.take() {
-                        crate::listener::turn_away(socket);
+                        crate::server::listener::turn_away(socket);
                     }
                 }
             }
@@ -150,5 +150,21 @@ fn drain(connections: &Connections, drain_timeout: Duration) {
     connections.force_close();
     while !connections.is_empty() {
         coro::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The shared handler's view of a coroutine's socket: timeouts that the
+/// socket keeps itself (it parks with a deadline) instead of `SO_RCVTIMEO`.
+/// Written here, in the model, so that the runtime knows nothing of the
+/// server it runs (the dependency points down).
+impl handler::Conn for TcpStream {
+    fn set_read_timeout(&mut self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout);
+        Ok(())
+    }
+
+    fn set_write_timeout(&mut self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, timeout);
+        Ok(())
     }
 }

@@ -36,7 +36,7 @@
 //! read until `EAGAIN` (or it will never hear of the rest), remember what it
 //! knows is ready, and — so one client streaming megabytes cannot starve the
 //! others — stop after a budget of reads and come back to the connection
-//! after the others have had their turn (see [`crate::driver`]). Edge mode
+//! after the others have had their turn (see [`crate::server::driver`]). Edge mode
 //! never calls `epoll_ctl` after the `ADD`; level mode calls it when a
 //! connection starts or stops waiting to write. The summary counts both.
 //!
@@ -46,24 +46,24 @@
 //!   ready at that moment), one `recv`, one `send`: about 3 at one request
 //!   per wakeup, approaching 2 as wakeups batch more connections. Edge mode
 //!   would add a `recv` that returns `EAGAIN`, but a short read already
-//!   says the socket is drained (see [`crate::driver`]), so it does not.
-//! - **Memory per connection:** the [`crate::conn::Conn`] state (~100 bytes,
+//!   says the socket is drained (see [`crate::server::driver`]), so it does not.
+//! - **Memory per connection:** the [`crate::server::conn::Conn`] state (~100 bytes,
 //!   no buffers while idle), a kernel `epitem` (~128 bytes), the socket.
 //! - **At 10,000 clients:** fine; 10,000 idle sockets cost memory, not time.
 //!
 //! ## Failure modes, and what the code does
 //!
 //! - *A stale event* for a connection closed earlier in the same batch: the
-//!   event carries a [`Token`](crate::driver::Token) with a generation, so it
+//!   event carries a [`Token`](crate::server::driver::Token) with a generation, so it
 //!   can never reach the connection that reuses the slot.
 //! - *Descriptor exhaustion*: the shared acceptor's spare-descriptor trick
-//!   (see [`crate::listener::Acceptor`]) keeps a full accept queue from
+//!   (see [`crate::server::listener::Acceptor`]) keeps a full accept queue from
 //!   spinning the loop.
 //! - *One loop is one core*: `--workers N` runs N loops on N threads, each
 //!   with its own epoll and its own `SO_REUSEPORT` listener, so the kernel
 //!   spreads connections across them and no lock is shared.
 //! - *Shutdown*: the shutdown eventfd is in every epoll set; the loop then
-//!   closes its listener and drains (see [`crate::driver::Driver::tick`]).
+//!   closes its listener and drains (see [`crate::server::driver::Driver::tick`]).
 //!
 //! Next, `sigio` tries to do without waiting at all: the kernel *signals*
 //! readiness. And io_uring (the `uring` model) changes the question from
@@ -73,11 +73,11 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 
-use crate::config::Config;
-use crate::conn::Interest;
-use crate::driver::{Change, Driver, Ready, Token, Trigger};
-use crate::listener::Acceptor;
-use crate::shutdown;
+use crate::server::config::Config;
+use crate::server::conn::Interest;
+use crate::server::driver::{Change, Driver, Ready, Token, Trigger};
+use crate::server::listener::Acceptor;
+use crate::server::shutdown;
 use crate::sys::counters;
 use crate::sys::readiness::{Epoll, EpollEvent};
 use crate::sys::Blocking;

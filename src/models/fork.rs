@@ -58,11 +58,11 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 
-use crate::config::Config;
-use crate::handler;
-use crate::listener::Acceptor;
-use crate::protocol::ERR_TOO_MANY_CONNS;
-use crate::shutdown;
+use crate::server::config::Config;
+use crate::server::handler;
+use crate::server::listener::Acceptor;
+use crate::server::protocol::ERR_TOO_MANY_CONNS;
+use crate::server::shutdown;
 use crate::sys::{counters, Blocking, Stream};
 
 use super::process;

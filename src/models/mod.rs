@@ -12,18 +12,18 @@
 //! listener it is given, using the shared pieces rather than its own
 //! versions of them:
 //!
-//! - **framing** by [`crate::protocol::Codec`]: every complete line is
+//! - **framing** by [`crate::server::protocol::Codec`]: every complete line is
 //!   answered, in order; a line reaching `max_line` bytes without an LF gets
 //!   the earlier answers, then `error: line too long`, then a close;
 //! - **end of stream**: on the client's half-close, answer every complete
 //!   line, then the unterminated tail without an LF, then close; on a reset,
 //!   drop the connection and carry on;
-//! - **limits** from [`crate::config::Config`]: `MAX_CONNS` through
-//!   [`crate::listener::Acceptor`], the idle timeout, and `MAX_PENDING`
+//! - **limits** from [`crate::server::config::Config`]: `MAX_CONNS` through
+//!   [`crate::server::listener::Acceptor`], the idle timeout, and `MAX_PENDING`
 //!   (stop reading a connection whose unsent answers exceed it);
 //! - **syscalls** through [`crate::sys`], so they are counted;
-//! - **shutdown** through [`crate::shutdown`]: on a stop signal (SIGINT,
-//!   SIGTERM, SIGHUP: [`crate::shutdown::STOP_SIGNALS`]) stop accepting,
+//! - **shutdown** through [`crate::server::shutdown`]: on a stop signal (SIGINT,
+//!   SIGTERM, SIGHUP: [`crate::server::shutdown::STOP_SIGNALS`]) stop accepting,
 //!   answer every complete line already received, flush, close, and return
 //!   within the drain timeout. `serve` returns `Ok(())` then;
 //!   an `Err` means the model could not run at all (the binary prints it on
@@ -35,7 +35,7 @@
 //! # Two ways to write a connection, four families
 //!
 //! *As if it blocked:* the **blocking** models run
-//! [`crate::handler::handle`], one function that serves a connection as if
+//! [`crate::server::handler::handle`], one function that serves a connection as if
 //! every call blocked; they differ in where it runs (the listening thread,
 //! a child process, a pooled process, a thread, a pooled thread). The
 //! **coroutine** models run it without a thread per connection: `coro`
@@ -44,8 +44,8 @@
 //! ([`async_model::handle`]), on the lab's own executor.
 //!
 //! *As a state machine:* each connection is a value, a
-//! [`crate::conn::Conn`]. The **readiness** models drive them all from one
-//! loop through the shared [`crate::driver::Driver`] and differ only in how
+//! [`crate::server::conn::Conn`]. The **readiness** models drive them all from one
+//! loop through the shared [`crate::server::driver::Driver`] and differ only in how
 //! they wait; the **completion** model (`uring`) hands the kernel whole
 //! operations and advances the same `Conn` from their completions. The
 //! **reference** models are the same server on mio, polling and tokio.
@@ -53,7 +53,7 @@
 use std::io;
 use std::net::TcpListener;
 
-use crate::config::Config;
+use crate::server::config::Config;
 
 #[cfg(target_pointer_width = "64")]
 pub mod async_model;
@@ -219,13 +219,13 @@ pub fn per_worker(
     run: impl Fn(TcpListener, &Config) -> io::Result<()> + Sync,
 ) -> io::Result<()> {
     let siblings = (1..config.workers)
-        .map(|_| crate::listener::bind_sibling(&listener))
+        .map(|_| crate::server::listener::bind_sibling(&listener))
         .collect::<io::Result<Vec<_>>>()?;
     let run = &run;
     std::thread::scope(|scope| {
         let mut others = Vec::new();
         for (i, sibling) in siblings.into_iter().enumerate() {
-            let handle = crate::shutdown::spawn_without_signals(|| {
+            let handle = crate::server::shutdown::spawn_without_signals(|| {
                 std::thread::Builder::new()
                     .name(format!("{name}-{}", i + 1))
                     .spawn_scoped(scope, move || run(sibling, config))

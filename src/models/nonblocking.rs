@@ -46,9 +46,9 @@
 use std::io;
 use std::net::TcpListener;
 
-use crate::config::Config;
-use crate::driver::{Driver, Ready, Token, Trigger};
-use crate::listener::Acceptor;
+use crate::server::config::Config;
+use crate::server::driver::{Driver, Ready, Token, Trigger};
+use crate::server::listener::Acceptor;
 use crate::sys::Blocking;
 
 /// Serves every connection from one thread by trying them all, forever.

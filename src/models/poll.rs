@@ -38,7 +38,7 @@
 //! - **Syscalls per request:** `poll` + `read` + `write`, like `epoll`; but
 //!   each `poll` costs O(connections) in the kernel and in our scan.
 //! - **Memory per connection:** an 8-byte `pollfd`, its token and its
-//!   position, plus the shared [`Conn`](crate::conn::Conn) state.
+//!   position, plus the shared [`Conn`](crate::server::conn::Conn) state.
 //! - **At 10,000 clients:** it works, and every wakeup walks 10,000 entries.
 //!
 //! ## Failure modes
@@ -50,11 +50,11 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 
-use crate::config::Config;
-use crate::conn::Interest;
-use crate::driver::{Change, Driver, Ready, Token, Trigger};
-use crate::listener::Acceptor;
-use crate::shutdown;
+use crate::server::config::Config;
+use crate::server::conn::Interest;
+use crate::server::driver::{Change, Driver, Ready, Token, Trigger};
+use crate::server::listener::Acceptor;
+use crate::server::shutdown;
 use crate::sys::readiness::{poll, PollFd};
 use crate::sys::Blocking;
 

@@ -58,10 +58,10 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::OnceLock;
 
-use crate::config::Config;
-use crate::handler;
-use crate::listener::Acceptor;
-use crate::shutdown;
+use crate::server::config::Config;
+use crate::server::handler;
+use crate::server::listener::Acceptor;
+use crate::server::shutdown;
 use crate::sys::{counters, Blocking, SharedMem, Stream};
 
 use super::process;

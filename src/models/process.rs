@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 
 use crate::sys::{self, counters, Forked};
-use crate::{shutdown, stats};
+use crate::{server::shutdown, server::stats};
 
 /// Live children by slot: a pid, or 0 for a free slot.
 static SLOTS: OnceLock<Box<[AtomicI32]>> = OnceLock::new();
@@ -171,7 +171,7 @@ fn signal_all(signal: Signal) {
 /// Shutdown: asks every child to drain (`SIGTERM`), waits up to
 /// `drain_timeout` for them to exit, then kills those left (`SIGKILL`).
 ///
-/// A child drains in [`CHILD_DRAIN_SHARE`] of the time (a client that does
+/// A child drains in `CHILD_DRAIN_SHARE` of the time (a client that does
 /// not read is given up on by then), so it normally exits by itself, its
 /// counts flushed. One still alive at the deadline is stuck; it is killed
 /// and counted in the summary's `children_stopped`, not as a crash, and the

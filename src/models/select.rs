@@ -45,10 +45,10 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 
-use crate::config::Config;
-use crate::driver::{Driver, Ready, Token, Trigger};
-use crate::listener::Acceptor;
-use crate::shutdown;
+use crate::server::config::Config;
+use crate::server::driver::{Driver, Ready, Token, Trigger};
+use crate::server::listener::Acceptor;
+use crate::server::shutdown;
 use crate::sys::readiness::{select, FdSet, FD_SETSIZE};
 use crate::sys::Blocking;
 

@@ -58,10 +58,10 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use crate::config::Config;
-use crate::driver::{Change, Driver, Ready, Token, Trigger};
-use crate::listener::Acceptor;
-use crate::shutdown;
+use crate::server::config::Config;
+use crate::server::driver::{Change, Driver, Ready, Token, Trigger};
+use crate::server::listener::Acceptor;
+use crate::server::shutdown;
 use crate::sys::counters::{self, Counter};
 use crate::sys::readiness::{block_signals, poll, set_signal_driven, sigtimedwait, PollFd};
 use crate::sys::Blocking;

@@ -50,10 +50,10 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::sync::Mutex;
 
-use crate::config::Config;
-use crate::handler;
-use crate::listener::Acceptor;
-use crate::shutdown::{self, Connections};
+use crate::server::config::Config;
+use crate::server::handler;
+use crate::server::listener::Acceptor;
+use crate::server::shutdown::{self, Connections};
 use crate::sys::{counters, Blocking, Stream};
 
 use super::threads::STACK_SIZE;
@@ -94,7 +94,7 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
 
 type Job<'a> = (
     shutdown::Registered<'a, Stream>,
-    crate::listener::ConnPermit,
+    crate::server::listener::ConnPermit,
 );
 
 /// A pool thread: take the next connection, serve it, repeat.

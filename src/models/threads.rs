@@ -57,10 +57,10 @@
 use std::io;
 use std::net::TcpListener;
 
-use crate::config::Config;
-use crate::handler;
-use crate::listener::Acceptor;
-use crate::shutdown::{self, Connections};
+use crate::server::config::Config;
+use crate::server::handler;
+use crate::server::listener::Acceptor;
+use crate::server::shutdown::{self, Connections};
 use crate::sys::{counters, Blocking, Stream};
 
 /// Virtual stack per connection thread. The handler keeps its buffers on

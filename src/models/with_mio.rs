@@ -31,10 +31,10 @@ use std::os::fd::AsRawFd;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
 
-use crate::config::Config;
-use crate::driver::{Change, Driver, Ready, Token, Trigger};
-use crate::listener::Acceptor;
-use crate::shutdown;
+use crate::server::config::Config;
+use crate::server::driver::{Change, Driver, Ready, Token, Trigger};
+use crate::server::listener::Acceptor;
+use crate::server::shutdown;
 use crate::sys::counters::{bump, Counter};
 use crate::sys::Blocking;
 

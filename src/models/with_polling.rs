@@ -26,11 +26,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use polling::{Event, Events, PollMode, Poller};
 
-use crate::config::Config;
-use crate::conn::Interest;
-use crate::driver::{Change, Driver, Ready, Token, Trigger};
-use crate::listener::Acceptor;
-use crate::shutdown;
+use crate::server::config::Config;
+use crate::server::conn::Interest;
+use crate::server::driver::{Change, Driver, Ready, Token, Trigger};
+use crate::server::listener::Acceptor;
+use crate::server::shutdown;
 use crate::sys::counters::{bump, Counter};
 use crate::sys::Blocking;
 

@@ -4,7 +4,7 @@
 //! async runtime whose reactor is mio (epoll, edge-triggered) and whose
 //! tasks are state machines the *compiler* writes from `async fn`s. The
 //! connection handler below reads like the blocking family's
-//! [`handler::handle`](crate::handler::handle) — read, feed the codec,
+//! [`handler::handle`](crate::server::handler::handle) — read, feed the codec,
 //! write all — but every `.await` is a point where the task may be parked
 //! and the thread may run another.
 //!
@@ -34,12 +34,12 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
-use crate::buffers;
-use crate::config::Config;
-use crate::handler::{FIRST_READ, READ_SIZE};
-use crate::listener::ConnPermit;
-use crate::protocol::{ERR_IDLE_TIMEOUT, ERR_TOO_MANY_CONNS};
-use crate::shutdown::{self, Connections};
+use crate::server::buffers;
+use crate::server::config::Config;
+use crate::server::handler::{FIRST_READ, READ_SIZE};
+use crate::server::listener::ConnPermit;
+use crate::server::protocol::{ERR_IDLE_TIMEOUT, ERR_TOO_MANY_CONNS};
+use crate::server::shutdown::{self, Connections};
 use crate::sys;
 use crate::sys::counters::{self, bump, Counter};
 

@@ -298,7 +298,11 @@ compile_error!("SigPollInfo assumes the generic siginfo_t layout: check it for t
 // The union of `siginfo_t` starts after the three ints, aligned as a long
 // (and as a pointer, which is as wide): 16 on 64-bit targets, 12 on 32-bit.
 const _: () = {
-    let union_start = if std::mem::size_of::<libc::c_long>() == 8 { 16 } else { 12 };
+    let union_start = if std::mem::size_of::<libc::c_long>() == 8 {
+        16
+    } else {
+        12
+    };
     assert!(std::mem::offset_of!(SigPollInfo, band) == union_start);
     assert!(
         std::mem::offset_of!(SigPollInfo, fd) == union_start + std::mem::size_of::<libc::c_long>()

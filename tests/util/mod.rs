@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 // The process tree, read from `/proc` as `lab bench` and `lab demo` read it.
-use iolab::child::descendants;
+use iolab::tools::child::descendants;
 
 /// How long any single network wait may take before the test gives up.
 /// Generous on purpose: the suite runs on a busy two-core machine.

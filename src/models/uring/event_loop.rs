@@ -12,15 +12,15 @@ use io_uring::{cqueue, opcode, squeue, types};
 use super::session::{parse_user_data, user_data, Op, Session};
 use super::setup::Features;
 use super::{BUFFER_SIZE, PAUSE, SINGLE_SHOT_BUFFER};
-use crate::config::Config;
-use crate::conn::Conn;
-use crate::listener::{self, AcceptError, ConnPermit};
-use crate::shutdown;
-use crate::slab::{Key, Slab};
+use crate::server::config::Config;
+use crate::server::conn::Conn;
+use crate::server::listener::{self, AcceptError, ConnPermit};
+use crate::server::shutdown;
+use crate::server::slab::{Key, Slab};
+use crate::server::timers::Timers;
 use crate::sys::counters::{self, bump, Counter};
 use crate::sys::uring::{self as ring, Ring};
 use crate::sys::{self, MemoryReturn};
-use crate::timers::Timers;
 
 /// One ring and its connections.
 pub struct Loop<'a> {
@@ -508,7 +508,7 @@ impl<'a> Loop<'a> {
     }
 
     /// Stops accepting and shuts down every read side: each session answers
-    /// what it has received and ends (see [`crate::shutdown`]).
+    /// what it has received and ends (see [`crate::server::shutdown`]).
     fn begin_drain(&mut self) {
         if self.drain_deadline.is_some() {
             return;
@@ -533,7 +533,7 @@ mod tests {
     use super::*;
 
     fn small_loop(config: &Config) -> Loop<'_> {
-        let listener = crate::listener::bind("127.0.0.1:0", false).expect("bind");
+        let listener = crate::server::listener::bind("127.0.0.1:0", false).expect("bind");
         let ring = ring::new_ring(4, None).expect("io_uring");
         let features = Features {
             multishot: false,

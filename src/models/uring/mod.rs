@@ -71,7 +71,7 @@
 //! *cancelling* the receive (`AsyncCancel`) when a client's unsent answers
 //! reach `MAX_PENDING`; a few buffers may land while the cancel travels, so
 //! that bound is `MAX_PENDING` plus a few buffers. Idle timeouts use the
-//! same [`Timers`] as the readiness models, their nearest deadline becoming
+//! same [`Timers`](crate::server::timers::Timers) as the readiness models, their nearest deadline becoming
 //! the `io_uring_enter` timeout; before a due timer is judged, the loop
 //! reaps what has completed and asks the socket (`FIONREAD`) whether bytes
 //! wait that no completion has reported, so a client that did send is not
@@ -98,7 +98,7 @@ use std::io;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::server::config::Config;
 use crate::sys::counters;
 use crate::sys::uring::Ring;
 

@@ -5,9 +5,9 @@
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
-use crate::conn::Conn;
-use crate::listener::ConnPermit;
-use crate::slab::Key;
+use crate::server::conn::Conn;
+use crate::server::listener::ConnPermit;
+use crate::server::slab::Key;
 
 /// A connection and the operations it has in flight.
 pub struct Session {
@@ -105,7 +105,7 @@ pub fn parse_user_data(data: u64) -> Option<(Op, Key)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slab::Slab;
+    use crate::server::slab::Slab;
 
     #[test]
     fn user_data_names_the_operation_and_the_session() {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use io_uring::{opcode, IoUring};
 
-use crate::config::Config;
+use crate::server::config::Config;
 use crate::sys;
 use crate::sys::uring as ring;
 

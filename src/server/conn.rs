@@ -7,7 +7,7 @@
 //! connection's state must be a value the loop can pick up, advance as far
 //! as the kernel allows without waiting, and put down again. This is that
 //! value, and it does no IO itself — the model moves bytes between it and
-//! the socket (readiness models through [`crate::driver`], io_uring through
+//! the socket (readiness models through [`crate::server::driver`], io_uring through
 //! its completions) — so its rules are written once:
 //!
 //! - **input** goes straight to the codec ([`Conn::receive`]); responses pile
@@ -31,8 +31,8 @@
 
 use std::time::Instant;
 
-use crate::config::Config;
-use crate::protocol::{Codec, ERR_IDLE_TIMEOUT};
+use crate::server::config::Config;
+use crate::server::protocol::{Codec, ERR_IDLE_TIMEOUT};
 
 /// What a connection wants to be told about.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

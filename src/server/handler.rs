@@ -32,7 +32,7 @@
 //! **Nothing held while waiting.** Between requests the handler owns no
 //! buffer: it waits in a read into [`FIRST_READ`] bytes of its own stack
 //! frame, and borrows a [`READ_SIZE`] buffer and an output vector from its
-//! thread's spares ([`crate::buffers`]) only while there are bytes to
+//! thread's spares ([`crate::server::buffers`]) only while there are bytes to
 //! answer. A thread or coroutine parked on an idle client costs its stack
 //! pages, not 16 KiB of heap. A client that pipelines fills the small read;
 //! the next read then borrows the big buffer, so a burst still arrives in
@@ -41,17 +41,17 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::buffers;
-use crate::config::Config;
-use crate::listener::{Accepted, Acceptor, Admitted};
-use crate::protocol::ERR_IDLE_TIMEOUT;
-use crate::shutdown;
+use crate::server::buffers;
+use crate::server::config::Config;
+use crate::server::listener::{Accepted, Acceptor, Admitted};
+use crate::server::protocol::ERR_IDLE_TIMEOUT;
+use crate::server::shutdown;
 use crate::sys::counters::{self, Counter};
 use crate::sys::{self, Stream};
 
 /// How much a read asks for when the client is pipelining (the read
 /// before filled its buffer). Large enough that a burst arrives in a few
-/// reads; borrowed from the thread's spares ([`crate::buffers`]) only for
+/// reads; borrowed from the thread's spares ([`crate::server::buffers`]) only for
 /// that read and its answers.
 pub const READ_SIZE: usize = 16 * 1024;
 

@@ -18,8 +18,8 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use super::{Demo, Facts, Peer, Run, Stage};
-use crate::load::{self, LoadArgs};
 use crate::models::Model;
+use crate::tools::load::{self, LoadArgs};
 
 pub const DEMO: Demo = Demo {
     name: "edge-vs-level",

@@ -16,8 +16,8 @@ use std::io;
 use std::time::Duration;
 
 use super::{Demo, Facts, Run, Stage};
-use crate::load::{self, LoadArgs};
 use crate::models::Model;
+use crate::tools::load::{self, LoadArgs};
 
 pub const DEMO: Demo = Demo {
     name: "signal-overflow",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::resource::UsageWho;
 use serde::{Deserialize, Serialize};
 
-use crate::shutdown;
+use crate::server::shutdown;
 use crate::sys::counters::{self, Counter, Kind};
 
 /// The last line a server prints, as `summary {JSON}`.

@@ -35,14 +35,14 @@ use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-use crate::conn::{Conn, Interest};
-use crate::listener::{Accepted, Acceptor, ConnPermit};
-use crate::shutdown::StopFlag;
-use crate::slab::{Key, Slab};
+use crate::server::config::Config;
+use crate::server::conn::{Conn, Interest};
+use crate::server::listener::{Accepted, Acceptor, ConnPermit};
+use crate::server::shutdown::StopFlag;
+use crate::server::slab::{Key, Slab};
+use crate::server::timers::Timers;
 use crate::sys;
 use crate::sys::counters::{self, Counter};
-use crate::timers::Timers;
 
 /// Reads one edge-triggered wakeup may do before the connection yields to
 /// the others: 16 reads of up to 64 KiB each.
@@ -470,7 +470,7 @@ impl Driver {
     }
 
     /// A connection's timer came due: file it again if it has received
-    /// since (see [`crate::timers`]), or time it out.
+    /// since (see [`crate::server::timers`]), or time it out.
     ///
     /// A due timer is not yet proof of silence. The process may have been
     /// stopped (`SIGSTOP`, a debugger, a VM's stolen time) while bytes
@@ -500,7 +500,7 @@ impl Driver {
     }
 
     /// Stops accepting and shuts down every connection's read side, so each
-    /// answers what it has received and ends (see [`crate::shutdown`]).
+    /// answers what it has received and ends (see [`crate::server::shutdown`]).
     fn begin_drain(&mut self) {
         self.drain_deadline = Some(self.now + self.config.drain_timeout);
         if let Some(acceptor) = self.acceptor.take() {
@@ -610,7 +610,7 @@ mod tests {
     //! connection is ready, and talks to it over loopback sockets.
 
     use super::*;
-    use crate::listener;
+    use crate::server::listener;
     use crate::sys::Blocking;
     use std::io::{Read, Write};
     use std::net::TcpStream;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::wire::{self, PATIENCE};
 use super::{Finding, Halt, Limits, Plan, Process, Scenario, Target};
-use crate::child::tree_descriptors;
+use crate::tools::child::tree_descriptors;
 
 pub const SCENARIO: Scenario = Scenario {
     name: "churn",

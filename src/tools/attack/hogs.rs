@@ -24,7 +24,7 @@
 //! buffer, where a server that stops reading leaves it, or in its heap.
 //!
 //! When the server's process is known, its memory (PSS, summed over it and
-//! the processes under it: [`crate::child::tree_memory_kib`]) is read
+//! the processes under it: [`crate::tools::child::tree_memory_kib`]) is read
 //! before, with the hogs connected but quiet, and after each of two waves:
 //! first half the hogs push until they stall, then the other half. The
 //! first wave also pays for what the server sets up once (a pool of
@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use super::wire::{self, HONEST_WITHIN, PATIENCE};
 use super::{Finding, Halt, Limits, Plan, Process, Scenario, Target};
-use crate::child::{descendants, tree_memory_kib};
+use crate::tools::child::{descendants, tree_memory_kib};
 
 pub const SCENARIO: Scenario = Scenario {
     name: "hogs",

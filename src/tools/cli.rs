@@ -4,9 +4,9 @@
 
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
 
-use crate::config::Config;
-use crate::config::{parse_positive, parse_secs};
 use crate::models::{self, Model};
+use crate::server::config::Config;
+use crate::server::config::{parse_positive, parse_secs};
 
 /// `lab bench`'s options.
 #[derive(clap::Args, Debug)]

@@ -35,7 +35,7 @@ const SHARED: &[Shared] = &[
     Shared {
         name: "handler",
         what: "the blocking family's one connection handler",
-        source: source!("handler.rs"),
+        source: source!("server/handler.rs"),
     },
     Shared {
         name: "process",
@@ -45,27 +45,27 @@ const SHARED: &[Shared] = &[
     Shared {
         name: "driver",
         what: "the readiness family's one event loop body",
-        source: source!("driver.rs"),
+        source: source!("server/driver.rs"),
     },
     Shared {
         name: "conn",
         what: "a connection as a state machine",
-        source: source!("conn.rs"),
+        source: source!("server/conn.rs"),
     },
     Shared {
         name: "protocol",
         what: "the codec: bytes in, answers out",
-        source: source!("protocol.rs"),
+        source: source!("server/protocol.rs"),
     },
     Shared {
         name: "listener",
         what: "binding, accepting, the spare descriptor for EMFILE",
-        source: source!("listener.rs"),
+        source: source!("server/listener.rs"),
     },
     Shared {
         name: "shutdown",
         what: "signals, draining, the connection registry",
-        source: source!("shutdown.rs"),
+        source: source!("server/shutdown.rs"),
     },
     Shared {
         name: "readiness",
@@ -75,12 +75,12 @@ const SHARED: &[Shared] = &[
     Shared {
         name: "slab",
         what: "the generational table every loop keeps its connections in",
-        source: source!("slab.rs"),
+        source: source!("server/slab.rs"),
     },
     Shared {
         name: "readiness_state",
         what: "what a reactor remembers about a socket between events",
-        source: source!("readiness_state.rs"),
+        source: source!("server/readiness_state.rs"),
     },
 ];
 
@@ -102,7 +102,7 @@ fn model_page(model: &Model, style: &str) -> io::Result<String> {
         chapter: Some(format!("../models/{}.html", model.name)),
         uses,
     };
-    Ok(render(&header, &sources, style))
+    Ok(render(&header, sources, style))
 }
 
 /// Writes a page per model and per shared piece, an index and the style

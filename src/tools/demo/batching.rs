@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Demo, Facts, Run, Stage};
-use crate::load::{self, LoadArgs};
 use crate::models::Model;
+use crate::tools::load::{self, LoadArgs};
 
 pub const DEMO: Demo = Demo {
     name: "batching",

@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::stats::Summary;
+use crate::server::stats::Summary;
 
 /// A `lab MODEL` child process.
 pub struct ServerProcess {

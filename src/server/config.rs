@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::protocol::{Codec, DEFAULT_MAX_LINE};
+use crate::server::protocol::{Codec, DEFAULT_MAX_LINE};
 
 /// Options common to every model (the limits of docs/src/protocol.md, and the address).
 #[derive(Args, Clone, Debug)]

@@ -7,8 +7,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::protocol::ERR_TOO_MANY_CONNS;
-use crate::shutdown;
+use crate::server::protocol::ERR_TOO_MANY_CONNS;
+use crate::server::shutdown;
 use crate::sys::{self, counters, Blocking};
 
 /// How many connections may wait in the kernel's accept queue. The kernel
@@ -158,7 +158,7 @@ impl Acceptor {
 
     /// Has a stop signal shut the listener down, so that a blocked
     /// `accept` fails and the accept loop ends (the blocking family's way:
-    /// see [`crate::shutdown`]). Unwatched when the acceptor is dropped.
+    /// see [`crate::server::shutdown`]). Unwatched when the acceptor is dropped.
     pub fn stop_on_signal(mut self) -> Self {
         self.watch = Some(shutdown::watch_listener(&self.listener));
         self

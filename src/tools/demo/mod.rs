@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::child::ServerProcess;
 use crate::models::{self, Model};
 use crate::sys::is_timeout;
+use crate::tools::child::ServerProcess;
 
 mod batching;
 mod busy_poll;
@@ -257,7 +257,7 @@ impl Stage {
     }
 
     /// Stops the server (SIGTERM, drain) and returns its summary.
-    pub fn stop(&mut self) -> io::Result<crate::stats::Summary> {
+    pub fn stop(&mut self) -> io::Result<crate::server::stats::Summary> {
         let mut server = self
             .server
             .take()

@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::{AttackArgs, Facts, Finding, Halt, Scenario};
-use crate::bench::Machine;
+use crate::tools::bench::Machine;
 
 /// How a scenario ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,9 +155,9 @@ pub struct Report {
 impl Report {
     pub(super) fn new(args: &AttackArgs, verdicts: Vec<Verdict>) -> Report {
         Report {
-            date: crate::bench::now_utc(),
-            machine: crate::bench::machine(),
-            commit: crate::bench::commit(),
+            date: crate::tools::bench::now_utc(),
+            machine: crate::tools::bench::machine(),
+            commit: crate::tools::bench::commit(),
             command: args.command.clone(),
             scale: args.plan.scale,
             quick: args.plan.quick,

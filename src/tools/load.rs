@@ -259,7 +259,8 @@ fn cpu_time() -> Duration {
     let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) else {
         return Duration::ZERO;
     };
-    crate::stats::timeval(usage.user_time()) + crate::stats::timeval(usage.system_time())
+    crate::server::stats::timeval(usage.user_time())
+        + crate::server::stats::timeval(usage.system_time())
 }
 
 /// A small, fast generator (xorshift64*): the request bytes need to be

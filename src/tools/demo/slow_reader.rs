@@ -13,9 +13,9 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use super::{ms, Demo, Facts, Peer, Run, Stage};
-use crate::child::tree_memory_kib;
 use crate::models::Model;
 use crate::sys::is_timeout;
+use crate::tools::child::tree_memory_kib;
 
 pub const DEMO: Demo = Demo {
     name: "slow-reader",

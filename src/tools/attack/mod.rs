@@ -55,10 +55,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::child::ServerProcess;
-use crate::config::Config;
 use crate::models::{self, Capacity, Model};
-use crate::stats::Summary;
+use crate::server::config::Config;
+use crate::server::stats::Summary;
+use crate::tools::child::ServerProcess;
 
 mod churn;
 mod hogs;
@@ -590,7 +590,7 @@ fn settle(pid: i32) {
     let since = Instant::now();
     let (mut last, mut same) = (usize::MAX, 0);
     while same < 3 && since.elapsed() < Duration::from_secs(3) {
-        let now = crate::child::descendants(pid).len();
+        let now = crate::tools::child::descendants(pid).len();
         same = if now == last { same + 1 } else { 0 };
         last = now;
         std::thread::sleep(Duration::from_millis(50));

@@ -1,7 +1,7 @@
 //! `lab bench`: every model under the same loads, side by side.
 //!
 //! For each model and each run of each scenario the runner starts the model
-//! as its own process on port 0, drives it with [`crate::load`] from this
+//! as its own process on port 0, drives it with [`crate::tools::load`] from this
 //! process, stops it with SIGTERM and reads its summary line. Server and
 //! generator are pinned to different CPUs when there are at least two, so
 //! they do not steal each other's time slices (the report says which).
@@ -28,16 +28,23 @@
 
 use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::child::{pin_self, tree_memory_kib, ServerProcess};
-use crate::load::{self, LoadArgs, LoadReport};
 use crate::models::{self, Capacity, Model};
-use crate::stats::Summary;
+use crate::tools::child::{pin_self, tree_memory_kib, ServerProcess};
+use crate::tools::load::{self, LoadArgs};
+
+pub mod book;
+pub mod charts;
+mod markdown;
+mod report;
+
+use markdown::{markdown, spread, us};
+pub(crate) use report::{commit, machine, now_utc};
+pub use report::{BenchReport, Machine, Row};
 
 /// One load a model is put under.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -124,67 +131,6 @@ pub struct BenchArgs {
     pub command: String,
     /// The `lab` executable to start the models with.
     pub lab: PathBuf,
-}
-
-/// One model under one run.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Row {
-    /// The model.
-    pub model: String,
-    /// The run.
-    pub run: String,
-    /// Why it was not run, or why the run failed; `None` if it ran.
-    pub skipped: Option<String>,
-    /// Requests answered per second (the median run's, if repeated).
-    pub requests_per_s: f64,
-    /// The lowest and highest requests/s over the repeats.
-    pub spread: Option<(f64, f64)>,
-    /// Latency percentiles (µs) and fairness, from the generator.
-    pub load: Option<LoadReport>,
-    /// Server CPU microseconds per request (user + system, whole run).
-    pub cpu_us_per_request: Option<f64>,
-    /// Server syscalls per request (whole run), if the model counts them.
-    pub syscalls_per_request: Option<f64>,
-    /// Growth of the server's memory per open connection, KiB.
-    pub kib_per_conn: Option<f64>,
-    /// Errors seen by the generator.
-    pub errors: u64,
-    /// The server's summary line.
-    pub summary: Option<Summary>,
-}
-
-/// The machine a report was measured on.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Machine {
-    /// From /proc/cpuinfo.
-    pub cpu: String,
-    /// Online CPUs.
-    pub cores: usize,
-    /// `uname -r`.
-    pub kernel: String,
-    /// Total memory, GiB.
-    pub memory_gib: f64,
-}
-
-/// Everything `lab bench` writes.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct BenchReport {
-    /// Where it ran.
-    pub machine: Machine,
-    /// When (UTC, RFC 3339).
-    pub date: String,
-    /// `git describe` of the source, if known.
-    pub commit: String,
-    /// How it was invoked.
-    pub command: String,
-    /// How server and generator were placed on CPUs.
-    pub pinning: String,
-    /// Seconds measured per run.
-    pub duration_s: f64,
-    /// Times each run was repeated.
-    pub repeat: usize,
-    /// Every model × run.
-    pub rows: Vec<Row>,
 }
 
 /// Runs the comparison, printing a table as it goes, and writes
@@ -311,26 +257,6 @@ fn row_line(row: &Row) -> String {
     )
 }
 
-/// The spread of repeated runs as ± half the range, in percent of the median.
-fn spread(row: &Row) -> String {
-    match row.spread {
-        Some((low, high)) if row.requests_per_s > 0.0 => {
-            format!("±{:.0}%", (high - low) / 2.0 / row.requests_per_s * 100.0)
-        }
-        _ => "-".into(),
-    }
-}
-
-fn us(v: f64) -> String {
-    if v >= 10_000.0 {
-        format!("{:.0}ms", v / 1000.0)
-    } else if v >= 1000.0 {
-        format!("{:.1}ms", v / 1000.0)
-    } else {
-        format!("{v:.0}µs")
-    }
-}
-
 /// A run repeated `args.repeat` times: the median by requests/s, with the
 /// spread. A failed or skipped attempt is reported as it is.
 fn measure_repeated(model: &Model, run: &Run, args: &BenchArgs, pin: bool) -> Row {
@@ -422,57 +348,13 @@ fn measure_running(
     Ok(())
 }
 
-pub(crate) fn machine() -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let kernel = crate::sys::kernel_release();
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kib: f64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    Machine {
-        cpu,
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        kernel,
-        memory_gib: mem_kib / 1024.0 / 1024.0,
-    }
-}
-
-pub(crate) fn now_utc() -> String {
-    let output = Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output();
-    output
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-pub(crate) fn commit() -> String {
-    let output = Command::new("git")
-        .args(["describe", "--always", "--dirty"])
-        .stderr(Stdio::null())
-        .output();
-    match output {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        _ => "unknown".into(),
-    }
-}
-
 /// Writes `report.md` and the charts again from a saved `report.json`
 /// (`lab bench --rerender DIR`): the measurements are not repeated.
 pub fn rerender(dir: &Path) -> io::Result<()> {
     let json = std::fs::read_to_string(dir.join("report.json"))?;
     let report: BenchReport = serde_json::from_str(&json).map_err(io::Error::other)?;
     std::fs::write(dir.join("report.md"), markdown(&report))?;
-    crate::charts::write_all(&report, dir)
+    crate::tools::bench::charts::write_all(&report, dir)
 }
 
 fn write_report(report: &BenchReport, out: &Path) -> io::Result<()> {
@@ -481,59 +363,5 @@ fn write_report(report: &BenchReport, out: &Path) -> io::Result<()> {
         serde_json::to_string_pretty(report).map_err(io::Error::other)?,
     )?;
     std::fs::write(out.join("report.md"), markdown(report))?;
-    crate::charts::write_all(report, out)
-}
-
-fn markdown(report: &BenchReport) -> String {
-    let m = &report.machine;
-    let mut md = String::new();
-    md.push_str("# lab bench report\n\n");
-    md.push_str(&format!(
-        "- machine: {} — {} CPUs, {:.1} GiB, Linux {}\n- date: {}\n- commit: {}\n- command: `{}`\n- placement: {}\n- each run: {:.0} s measured after a warm-up, 64-byte lines, repeated {} time(s) (median shown; spread = ± half the range of requests/s)\n\n",
-        m.cpu, m.cores, m.memory_gib, m.kernel, report.date, report.commit, report.command, report.pinning, report.duration_s, report.repeat
-    ));
-    md.push_str(
-        "Requests/s and latency come from the load generator (every answer checked byte for byte); \
-         CPU and syscalls per request from the server's own summary over its whole run; KiB/conn is \
-         the growth of the server's PSS divided by its connections. On a 2-core machine the \
-         generator and the server each have one core, and the generator's share of its core is \
-         given: near 100 % means the generator, not the server, set the pace.\n\n",
-    );
-    md.push_str("| model | run | req/s | spread | p50 | p99 | p99.9 | max | answers/conn min–max | server CPU µs/req | syscalls/req | KiB/conn | generator CPU | errors |\n");
-    md.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
-    for row in &report.rows {
-        match (&row.skipped, &row.load) {
-            (Some(reason), _) => md.push_str(&format!(
-                "| {} | {} | — | | | | | | | | | | | {reason} |\n",
-                row.model, row.run
-            )),
-            (None, Some(load)) => {
-                let l = &load.latency_us;
-                let opt = |v: Option<f64>, d: usize| v.map_or("n/a".into(), |v| format!("{v:.d$}"));
-                md.push_str(&format!(
-                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {}–{} | {} | {} | {} | {:.0}% | {} |\n",
-                    row.model,
-                    row.run,
-                    row.requests_per_s,
-                    spread(row),
-                    us(l.p50),
-                    us(l.p99),
-                    us(l.p999),
-                    us(l.max),
-                    load.per_conn.min,
-                    load.per_conn.max,
-                    opt(row.cpu_us_per_request, 2),
-                    opt(row.syscalls_per_request, 2),
-                    opt(row.kib_per_conn, 1),
-                    load.cpu_share * 100.0,
-                    row.errors
-                ));
-            }
-            (None, None) => {}
-        }
-    }
-    md.push_str(
-        "\n![throughput](throughput.svg)\n\n![latency](latency.svg)\n\n![memory](memory.svg)\n",
-    );
-    md
+    crate::tools::bench::charts::write_all(report, out)
 }

@@ -141,7 +141,7 @@ pub fn drain_timeout() -> Duration {
 
 /// Sets how long a drain may take in this process (a forked child gives
 /// itself less than its parent: see `models::process`). The signal handler
-/// and [`crate::handler`]'s writes both use it.
+/// and [`crate::server::handler`]'s writes both use it.
 pub fn set_drain_timeout(drain_timeout: Duration) {
     let micros = u64::try_from(drain_timeout.as_micros()).unwrap_or(u64::MAX);
     DRAIN_MICROS.store(micros, SeqCst);
@@ -209,7 +209,7 @@ pub fn wake_fd() -> BorrowedFd<'static> {
 
 /// Shuts `listener` down when a stop signal arrives (see the module doc),
 /// for as long as the returned [`ListenerWatch`] lives. Drop the watch
-/// *before* the listener closes — [`crate::listener::Acceptor`] holds it in
+/// *before* the listener closes — [`crate::server::listener::Acceptor`] holds it in
 /// a field declared before the listener's, so it does — or a signal could
 /// shut down whatever socket reuses the descriptor number (reachable with
 /// `--workers N`, where one worker's listener may close before the others).

@@ -30,7 +30,7 @@ use nix::sys::signal::Signal;
 
 use super::wire::{self, IDLE_TIMEOUT, PATIENCE};
 use super::{signal, Finding, Halt, Limits, Plan, Process, Scenario, Target};
-use crate::child::descendants;
+use crate::tools::child::descendants;
 
 pub const SCENARIO: Scenario = Scenario {
     name: "pause",

@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Demo, Facts, Peer, Run, Stage};
-use crate::child::tree_memory_kib;
 use crate::models::{Capacity, Model};
+use crate::tools::child::tree_memory_kib;
 
 pub const DEMO: Demo = Demo {
     name: "c10k",

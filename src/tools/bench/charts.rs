@@ -6,7 +6,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::bench::{BenchReport, Row};
+use crate::tools::bench::{BenchReport, Row};
 
 /// Writes `throughput.svg`, `latency.svg` and `memory.svg` into `out`.
 pub fn write_all(report: &BenchReport, out: &Path) -> io::Result<()> {

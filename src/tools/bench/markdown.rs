@@ -1,0 +1,77 @@
+//! `report.md`: a bench report as a Markdown table.
+
+use super::report::{BenchReport, Row};
+
+/// The spread of repeated runs as ± half the range, in percent of the median.
+pub(super) fn spread(row: &Row) -> String {
+    match row.spread {
+        Some((low, high)) if row.requests_per_s > 0.0 => {
+            format!("±{:.0}%", (high - low) / 2.0 / row.requests_per_s * 100.0)
+        }
+        _ => "-".into(),
+    }
+}
+
+pub(super) fn us(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.0}ms", v / 1000.0)
+    } else if v >= 1000.0 {
+        format!("{:.1}ms", v / 1000.0)
+    } else {
+        format!("{v:.0}µs")
+    }
+}
+
+pub(super) fn markdown(report: &BenchReport) -> String {
+    let m = &report.machine;
+    let mut md = String::new();
+    md.push_str("# lab bench report\n\n");
+    md.push_str(&format!(
+        "- machine: {} — {} CPUs, {:.1} GiB, Linux {}\n- date: {}\n- commit: {}\n- command: `{}`\n- placement: {}\n- each run: {:.0} s measured after a warm-up, 64-byte lines, repeated {} time(s) (median shown; spread = ± half the range of requests/s)\n\n",
+        m.cpu, m.cores, m.memory_gib, m.kernel, report.date, report.commit, report.command, report.pinning, report.duration_s, report.repeat
+    ));
+    md.push_str(
+        "Requests/s and latency come from the load generator (every answer checked byte for byte); \
+         CPU and syscalls per request from the server's own summary over its whole run; KiB/conn is \
+         the growth of the server's PSS divided by its connections. On a 2-core machine the \
+         generator and the server each have one core, and the generator's share of its core is \
+         given: near 100 % means the generator, not the server, set the pace.\n\n",
+    );
+    md.push_str("| model | run | req/s | spread | p50 | p99 | p99.9 | max | answers/conn min–max | server CPU µs/req | syscalls/req | KiB/conn | generator CPU | errors |\n");
+    md.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for row in &report.rows {
+        match (&row.skipped, &row.load) {
+            (Some(reason), _) => md.push_str(&format!(
+                "| {} | {} | — | | | | | | | | | | | {reason} |\n",
+                row.model, row.run
+            )),
+            (None, Some(load)) => {
+                let l = &load.latency_us;
+                let opt = |v: Option<f64>, d: usize| v.map_or("n/a".into(), |v| format!("{v:.d$}"));
+                md.push_str(&format!(
+                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {}–{} | {} | {} | {} | {:.0}% | {} |\n",
+                    row.model,
+                    row.run,
+                    row.requests_per_s,
+                    spread(row),
+                    us(l.p50),
+                    us(l.p99),
+                    us(l.p999),
+                    us(l.max),
+                    load.per_conn.min,
+                    load.per_conn.max,
+                    opt(row.cpu_us_per_request, 2),
+                    opt(row.syscalls_per_request, 2),
+                    opt(row.kib_per_conn, 1),
+                    load.cpu_share * 100.0,
+                    row.errors
+                ));
+            }
+            (None, None) => {}
+        }
+    }
+    md.push_str(
+        "\n![throughput](throughput.svg)\n\n![latency](latency.svg)\n\n![memory](memory.svg)\n",
+    );
+    md
+}
