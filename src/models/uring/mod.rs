@@ -78,8 +78,11 @@
 //! cut off. A stop
 //! signal completes a `PollAdd` on the shutdown eventfd: the accept is
 //! cancelled, every read side shut down, and the loop ends when the last
-//! session is freed. Out of descriptors (`EMFILE`), accepting pauses for 50
-//! ms at a time rather than spinning.
+//! session is freed. An accept error that retrying at once would only
+//! repeat — out of descriptors (`EMFILE`), out of memory, a listener that
+//! refuses — pauses accepting for 50 ms ([`PAUSE`]) rather than spinning;
+//! the readiness models' acceptor sorts the errors the same way
+//! ([`AcceptError`](crate::server::listener::AcceptError)).
 //!
 //! ## Options
 //!

@@ -22,7 +22,8 @@ use crate::tools::child::tree_memory_kib;
 pub const DEMO: Demo = Demo {
     name: "c10k",
     claim: "an idle connection costs what the model holds while it waits: a thread's \
-            stack, a task's or coroutine's read buffer, or an event loop's few hundred bytes",
+            stack pages, a coroutine's one stack page, a task's future, or an event loop's \
+            few hundred bytes (no read buffer: it is borrowed only while bytes are there)",
     default_models: &[
         "threads", "epoll", "uring", "coro", "async", "mio", "polling", "tokio",
     ],
