@@ -10,6 +10,16 @@
 //! waits on a socket, nothing can ever run again: [`run`] says so
 //! ([`Deadlock`]) instead of sleeping for ever.
 //!
+//! Two tables, both the core's generational [`Slab`]: the coroutines,
+//! each named by a [`CoroId`], and the reactor's registered sockets, each
+//! named by a [`SourceKey`] (its epoll events' data) and kept as a
+//! [`Source`] — the record of readiness and waiters that the stackless
+//! runtime's reactor keeps too, with its rules (see
+//! [`crate::server::readiness_state`]: every edge recorded, the end of
+//! stream sticky). A key carries its slot's generation, so a stale one — a
+//! timer, a queued event, a wait left from a finished coroutine or a
+//! closed socket — finds nothing instead of the slot's next tenant.
+//!
 //! A parked coroutine may be woken for nothing (a stale timer, an event
 //! meant for an earlier wait); every wait is a loop that checks its
 //! condition again, as with condition variables.
@@ -36,14 +46,23 @@ use std::time::{Duration, Instant};
 use super::context::Context;
 use super::stack::{self, Pool, Stack};
 use super::trim::{Trimmer, Verdict, BATCH, TRIMMED};
+use crate::server::readiness_state::{Source, INTEREST};
+use crate::server::slab::{Key, Slab};
 use crate::sys::readiness::{Epoll, EpollEvent};
 
-/// Names a coroutine: its slot and the slot's generation.
+/// Which way a coroutine waits on a socket: the readiness record's own
+/// type, named here too for the coroutine code that waits.
+pub use crate::server::readiness_state::Direction;
+
+/// Names a coroutine: its slot in the scheduler's table and the slot's
+/// generation, so that a stale id (a timer or a wake-up left over from a
+/// finished coroutine) never reaches the coroutine that reused the slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CoroId {
-    index: usize,
-    generation: u32,
-}
+pub struct CoroId(Key);
+
+/// The handle a socket keeps for its registration: its source's key in
+/// the reactor's table, which is also the data its epoll events carry.
+pub type SourceKey = Key;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -65,88 +84,11 @@ struct Coro {
     mark: u32,
 }
 
-struct Slot {
-    generation: u32,
-    coro: Option<Box<Coro>>,
-}
-
-/// Which way a coroutine waits on a socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// Until it can read (data, end of stream, or an error).
-    Read,
-    /// Until it can write.
-    Write,
-}
-
-/// A socket registered with the reactor, as the reactor knows it.
-struct Source {
-    generation: u32,
-    reader: Option<CoroId>,
-    writer: Option<CoroId>,
-    /// Readiness as far as we know: set by every event (waiter or not),
-    /// cleared when a call says `EAGAIN` or reads the queue empty. With
-    /// edge-triggering an edge is reported once; recording it, instead of
-    /// dropping it when nobody waits, lets a read that knows the socket is
-    /// drained park at once instead of asking the kernel to hear `EAGAIN`.
-    readable: bool,
-    writable: bool,
-    /// Sticky: the peer closed its side (`EPOLLRDHUP`), or the socket hung
-    /// up or failed (`EPOLLHUP`, `EPOLLERR`). Those edges come once and no
-    /// call drains them: a read that returned the last data short, with
-    /// the end of stream already known, must still try again to see it.
-    read_closed: bool,
-    write_closed: bool,
-}
-
-impl Source {
-    /// A newly registered socket: nobody waits, and its readiness is not
-    /// known yet, so it is assumed: the first call finds out.
-    fn new(generation: u32) -> Source {
-        Source {
-            generation,
-            reader: None,
-            writer: None,
-            readable: true,
-            writable: true,
-            read_closed: false,
-            write_closed: false,
-        }
-    }
-
-    /// Who waits on this socket in `direction`.
-    fn waiter(&mut self, direction: Direction) -> &mut Option<CoroId> {
-        match direction {
-            Direction::Read => &mut self.reader,
-            Direction::Write => &mut self.writer,
-        }
-    }
-
-    fn is_ready(&self, direction: Direction) -> bool {
-        match direction {
-            Direction::Read => self.readable || self.read_closed,
-            Direction::Write => self.writable || self.write_closed,
-        }
-    }
-
-    fn drained(&mut self, direction: Direction) {
-        match direction {
-            Direction::Read => self.readable = false,
-            Direction::Write => self.writable = false,
-        }
-    }
-}
-
-/// The handle a socket keeps for its registration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SourceKey {
-    index: usize,
-    generation: u32,
-}
-
 struct Scheduler {
-    slots: Vec<Slot>,
-    free: Vec<usize>,
+    /// Every coroutine not yet retired. Boxed, so that its context stays
+    /// put while the table grows: a raw pointer to it is held across a
+    /// switch, during which the running coroutine may spawn.
+    coros: Slab<Box<Coro>>,
     run_queue: VecDeque<CoroId>,
     /// How many entries at the front of the run queue are still to run in
     /// this round (see [`run_runnable`]).
@@ -161,8 +103,10 @@ struct Scheduler {
     timer_seq: u64,
     pool: Pool,
     epoll: Epoll,
-    sources: Vec<Source>,
-    free_sources: Vec<usize>,
+    /// The registered sockets: what is known of each one's readiness, and
+    /// which coroutine waits on it each way.
+    sources: Slab<Source<CoroId>>,
+    /// How many coroutines wait on a socket, over all sources.
     io_waiters: usize,
     /// The buffer `epoll_wait` fills, kept between polls: allocating it
     /// anew each round cost as much as the round's switches.
@@ -235,8 +179,7 @@ pub fn run<T: 'static>(
         let mut slot = cell.borrow_mut();
         assert!(slot.is_none(), "coro::run is not reentrant");
         *slot = Some(Scheduler {
-            slots: Vec::new(),
-            free: Vec::new(),
+            coros: Slab::new(),
             run_queue: VecDeque::new(),
             round: 0,
             current: None,
@@ -244,8 +187,7 @@ pub fn run<T: 'static>(
             timer_seq: 0,
             pool: Pool::default(),
             epoll,
-            sources: Vec::new(),
-            free_sources: Vec::new(),
+            sources: Slab::new(),
             io_waiters: 0,
             events: Vec::with_capacity(256),
             trimmer: Trimmer::default(),
@@ -295,15 +237,10 @@ thread_local! {
 fn cancel_unfinished() {
     loop {
         let unfinished: Vec<CoroId> = with(|s| {
-            let slots = s.slots.iter().enumerate();
-            slots
-                .filter_map(|(index, slot)| {
-                    let coro = slot.coro.as_ref()?;
-                    (coro.state != State::Done).then_some(CoroId {
-                        index,
-                        generation: slot.generation,
-                    })
-                })
+            let coros = s.coros.iter();
+            coros
+                .filter(|(_, coro)| coro.state != State::Done)
+                .map(|(key, _)| CoroId(key))
                 .collect()
         });
         if unfinished.is_empty() {
@@ -330,7 +267,7 @@ fn cancel_unfinished() {
                 s.current = None;
                 if s.coro(id).is_some_and(|c| c.state == State::Done) {
                     s.retire_if_done(id);
-                } else if let Some(coro) = s.slots[id.index].coro.take() {
+                } else if let Some(coro) = s.coros.remove(id.0) {
                     // Suspended again mid-cancellation: see above.
                     std::mem::forget(coro);
                 }
@@ -424,9 +361,9 @@ fn wait_for_events() -> Result<(), Deadlock> {
         // Counted only here: a scan of every coroutine is no cost to pay
         // on every wait.
         let parked = with(|s| {
-            s.slots
+            s.coros
                 .iter()
-                .filter(|slot| slot.coro.as_ref().is_some_and(|c| c.state == State::Parked))
+                .filter(|(_, coro)| coro.state == State::Parked)
                 .count()
         });
         return Err(Deadlock { parked });
@@ -454,24 +391,12 @@ fn poll_reactor(timeout: Option<Duration>) {
     }
     with(|s| {
         for event in &events {
-            let key = SourceKey {
-                index: (event.u64 & 0xffff_ffff) as usize,
-                generation: (event.u64 >> 32) as u32,
-            };
-            let bits = event.events as libc::c_int;
-            let trouble = bits & (libc::EPOLLERR | libc::EPOLLHUP) != 0;
-            let Some(source) = s.source(key) else {
+            let Some(source) = s.sources.get_mut(Key::from_u64(event.u64)) else {
                 continue; // a socket closed since: never the wrong coroutine
             };
-            let readable = trouble || bits & (libc::EPOLLIN | libc::EPOLLRDHUP) != 0;
-            let writable = trouble || bits & libc::EPOLLOUT != 0;
-            source.readable |= readable;
-            source.writable |= writable;
-            source.read_closed |= trouble || bits & libc::EPOLLRDHUP != 0;
-            source.write_closed |= trouble;
-            let reader = if readable { source.reader.take() } else { None };
-            let writer = if writable { source.writer.take() } else { None };
-            for id in [reader, writer].into_iter().flatten() {
+            // Recorded whether anybody waits (see `readiness_state`); the
+            // waiters of the directions it made ready are handed over.
+            for id in source.on_event(event.events).into_iter().flatten() {
                 s.io_waiters -= 1;
                 s.unpark(id);
             }
@@ -502,29 +427,20 @@ impl Scheduler {
         }
     }
 
-    /// The source `key` names, unless it has been deregistered since (its
-    /// slot may hold another socket now).
-    fn source(&mut self, key: SourceKey) -> Option<&mut Source> {
-        self.sources
-            .get_mut(key.index)
-            .filter(|src| src.generation == key.generation)
-    }
-
     /// A trim pass (see [`super::trim`]): gives back the stack below the
     /// stack pointer of every coroutine parked since before the last pass,
     /// and the whole of every stack pooled since before it.
     fn trim_stacks(&mut self, now: Instant) {
         let mut budget = BATCH;
-        for index in self.trimmer.cursor()..self.slots.len() {
-            let Some(coro) = self.slots[index].coro.as_deref_mut() else {
-                continue;
-            };
+        let cursor = self.trimmer.cursor();
+        let coros = self.coros.iter_mut();
+        for (key, coro) in coros.skip_while(|(key, _)| key.index() < cursor) {
             if coro.state != State::Parked {
                 continue;
             }
             match self.trimmer.verdict(coro.mark) {
                 Verdict::Trim if budget == 0 => {
-                    self.trimmer.pause(index, now);
+                    self.trimmer.pause(key.index(), now);
                     return;
                 }
                 Verdict::Trim => {
@@ -548,12 +464,10 @@ impl Scheduler {
         self.trimmer.passed(now, later);
     }
 
+    /// The coroutine `id` names, unless it has been retired since (its
+    /// slot may hold another coroutine now).
     fn coro(&mut self, id: CoroId) -> Option<&mut Coro> {
-        let slot = self.slots.get_mut(id.index)?;
-        if slot.generation != id.generation {
-            return None;
-        }
-        slot.coro.as_deref_mut()
+        self.coros.get_mut(id.0).map(|coro| &mut **coro)
     }
 
     fn unpark(&mut self, id: CoroId) {
@@ -590,19 +504,16 @@ impl Scheduler {
     }
 
     /// Frees a coroutine that has finished: its stack back to the pool, its
-    /// slot to the free list under a new generation.
+    /// slot to the table's free list under a new generation.
     fn retire_if_done(&mut self, id: CoroId) {
         if !self.coro(id).is_some_and(|c| c.state == State::Done) {
             return;
         }
-        let slot = &mut self.slots[id.index];
-        if let Some(mut coro) = slot.coro.take() {
+        if let Some(mut coro) = self.coros.remove(id.0) {
             if let Some(stack) = coro.stack.take() {
                 self.pool.give_back(stack, self.trimmer.mark());
             }
         }
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(id.index);
     }
 }
 
@@ -755,25 +666,14 @@ pub fn try_spawn<T: 'static>(f: impl FnOnce() -> T + 'static) -> io::Result<Join
         // SAFETY: the stack is ours until the coroutine is done; `data` is
         // a leaked box that `entry` takes back exactly once.
         let context = unsafe { Context::fresh(stack.top(), entry, data) };
-        let index = s.free.pop().unwrap_or_else(|| {
-            s.slots.push(Slot {
-                generation: 0,
-                coro: None,
-            });
-            s.slots.len() - 1
-        });
-        let id = CoroId {
-            index,
-            generation: s.slots[index].generation,
-        };
-        s.slots[index].coro = Some(Box::new(Coro {
+        let key = s.coros.insert(Box::new(Coro {
             context,
             stack: Some(stack),
             guard,
             state: State::Runnable,
             mark: s.trimmer.mark(),
         }));
-        s.run_queue.push_back(id);
+        s.run_queue.push_back(CoroId(key));
     });
     Ok(JoinHandle { state })
 }
@@ -801,22 +701,13 @@ unsafe extern "C" fn entry(data: usize) -> ! {
 /// Registers `fd` with the reactor, for both directions, edge-triggered.
 pub fn register(fd: RawFd) -> io::Result<SourceKey> {
     with(|s| {
-        let index = s.free_sources.pop().unwrap_or_else(|| {
-            s.sources.push(Source::new(0));
-            s.sources.len() - 1
-        });
-        // A reused slot keeps only its generation (bumped when it was freed).
-        s.sources[index] = Source::new(s.sources[index].generation);
-        let key = SourceKey {
-            index,
-            generation: s.sources[index].generation,
-        };
-        let events = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
-        let data = (u64::from(key.generation) << 32) | index as u64;
-        match s.epoll.add(fd, events as u32, data) {
+        let key = s.sources.insert(Source::new());
+        // The event's data is the key, generation and all: an event for a
+        // socket deregistered since finds nothing in `poll_reactor`.
+        match s.epoll.add(fd, INTEREST, key.to_u64()) {
             Ok(()) => Ok(key),
             Err(e) => {
-                s.free_sources.push(index);
+                s.sources.remove(key);
                 Err(e)
             }
         }
@@ -828,15 +719,13 @@ pub fn register(fd: RawFd) -> io::Result<SourceKey> {
 pub fn deregister(key: SourceKey, fd: RawFd) {
     with(|s| {
         let _ = s.epoll.delete(fd);
-        if let Some(source) = s.sources.get_mut(key.index) {
-            let waiters = [source.reader.take(), source.writer.take()];
-            source.generation = source.generation.wrapping_add(1);
-            for waiter in waiters.into_iter().flatten() {
+        // Removing it moves its slot's generation on.
+        if let Some(mut source) = s.sources.remove(key) {
+            for waiter in source.take_waiters().into_iter().flatten() {
                 s.io_waiters -= 1;
                 // Wake it: its socket is gone, its next call will say so.
                 s.unpark(waiter);
             }
-            s.free_sources.push(key.index);
         }
     });
 }
@@ -845,7 +734,10 @@ pub fn deregister(key: SourceKey, fd: RawFd) {
 /// `EAGAIN` (or read it empty) since its last event. A closed socket's
 /// stale key says yes, so that the next call reports what happened.
 pub fn is_ready(key: SourceKey, direction: Direction) -> bool {
-    with(|s| s.source(key).map_or(true, |src| src.is_ready(direction)))
+    with(|s| {
+        let source = s.sources.get(key);
+        source.map_or(true, |src| src.readiness.is_ready(direction))
+    })
 }
 
 /// Notes that the socket is drained in `direction` (a call said `EAGAIN`,
@@ -853,8 +745,8 @@ pub fn is_ready(key: SourceKey, direction: Direction) -> bool {
 /// the next call waits for an event first.
 pub fn drained(key: SourceKey, direction: Direction) {
     with(|s| {
-        if let Some(src) = s.source(key) {
-            src.drained(direction);
+        if let Some(src) = s.sources.get_mut(key) {
+            src.readiness.drained(direction);
         }
     });
 }
@@ -870,10 +762,10 @@ pub fn drained(key: SourceKey, direction: Direction) {
 pub fn wait_io(key: SourceKey, direction: Direction, deadline: Option<Instant>) {
     let registered = with(|s| {
         let id = s.current.expect("wait_io outside a coroutine");
-        let Some(source) = s.source(key) else {
+        let Some(source) = s.sources.get_mut(key) else {
             return false;
         };
-        source.drained(direction);
+        source.readiness.drained(direction);
         if source.waiter(direction).replace(id).is_none() {
             s.io_waiters += 1;
         }
@@ -885,7 +777,7 @@ pub fn wait_io(key: SourceKey, direction: Direction, deadline: Option<Instant>) 
     park_until(deadline);
     // Woken by a timer or for nothing: stop waiting on the socket.
     with(|s| {
-        if let Some(source) = s.source(key) {
+        if let Some(source) = s.sources.get_mut(key) {
             if source.waiter(direction).take().is_some() {
                 s.io_waiters -= 1;
             }

@@ -146,6 +146,20 @@ impl<T> Slab<T> {
         })
     }
 
+    /// Every stored value with its key, mutably, in slot order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Key, &mut T)> + '_ {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, slot)| {
+                let key = Key {
+                    index: index as u32,
+                    generation: slot.generation,
+                };
+                Some((key, slot.value.as_mut()?))
+            })
+    }
+
     /// The keys of every stored value (collected: the caller may then
     /// change the slab while it walks them).
     pub fn keys(&self) -> Vec<Key> {
@@ -189,6 +203,11 @@ mod tests {
         slab.remove(keys[3]);
         let live: Vec<i32> = slab.iter().map(|(_, v)| *v).collect();
         assert_eq!(live, [0, 2, 4]);
+        for (key, value) in slab.iter_mut() {
+            *value += key.index() as i32;
+        }
+        let live: Vec<i32> = slab.iter().map(|(_, v)| *v).collect();
+        assert_eq!(live, [0, 4, 8]);
         assert_eq!(slab.keys().len(), 3);
     }
 }
