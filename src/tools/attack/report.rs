@@ -1,7 +1,7 @@
 //! What `lab attack` reports: one verdict line per scenario as it ends,
 //! a table of models × scenarios when several models were attacked, and
 //! the same as JSON (`--json`) or as files (`--out DIR`: `attack.json` and
-//! `attack.md`, the form `docs/results/attack/` keeps).
+//! `attack.md`, the form `docs/results/DATE-attack-...` folders keep).
 
 use std::io;
 use std::path::Path;
