@@ -64,7 +64,7 @@ use std::time::{Duration, Instant};
 use crate::async_rt::{self, net::Registration, net::TcpStream};
 use crate::server::buffers;
 use crate::server::config::Config;
-use crate::server::handler::{FIRST_READ, READ_SIZE};
+use crate::server::handler::{self, Step, FIRST_READ, READ_SIZE};
 use crate::server::listener::{Accepted, Acceptor, ConnPermit};
 use crate::server::protocol::ERR_IDLE_TIMEOUT;
 use crate::server::readiness_state::Direction;
@@ -222,15 +222,8 @@ async fn serve_conn(conn: &mut TcpStream, config: &Config) -> io::Result<()> {
             if n == 0 {
                 Step::EndOfInput
             } else {
-                counters::add(Counter::BytesIn, n as u64);
-                let decoded = codec.decode(&input[..n], &mut output);
-                let lines = match decoded {
-                    Ok(lines) => lines,
-                    Err(too_long) => too_long.lines,
-                };
-                counters::add(Counter::Requests, lines);
                 Step::Answered {
-                    more: decoded.is_ok(),
+                    more: handler::answer(&mut codec, &input[..n], &mut output),
                 }
             }
             // `small` and `lent` end here: no `.await` above.
@@ -257,16 +250,6 @@ async fn serve_conn(conn: &mut TcpStream, config: &Config) -> io::Result<()> {
         }
         // `output` goes back to the thread's spares here.
     }
-}
-
-/// What one read led to, carried out of the block that holds the buffers.
-enum Step {
-    /// End of stream.
-    EndOfInput,
-    /// Bytes were decoded into answers; `more` unless a line was too long.
-    Answered { more: bool },
-    /// Nothing arrived for the idle timeout.
-    Idle,
 }
 
 /// `handler::write_all`, awaited: short writes, signals, and once a stop

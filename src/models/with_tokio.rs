@@ -36,7 +36,7 @@ use tokio::task::JoinSet;
 
 use crate::server::buffers;
 use crate::server::config::Config;
-use crate::server::handler::{FIRST_READ, READ_SIZE};
+use crate::server::handler::{self, Step, FIRST_READ, READ_SIZE};
 use crate::server::listener::ConnPermit;
 use crate::server::protocol::{ERR_IDLE_TIMEOUT, ERR_TOO_MANY_CONNS};
 use crate::server::shutdown::{self, Connections};
@@ -177,14 +177,8 @@ async fn serve_connection(stream: &mut tokio::net::TcpStream, config: &Config) -
                 Ok(0) => Step::EndOfInput,
                 Ok(n) => {
                     pipelining = n >= FIRST_READ.min(big);
-                    counters::add(Counter::BytesIn, n as u64);
-                    let decoded = codec.decode(&input[..n], &mut output);
-                    counters::add(
-                        Counter::Requests,
-                        decoded.unwrap_or_else(|too_long| too_long.lines),
-                    );
                     Step::Answered {
-                        more: decoded.is_ok(),
+                        more: handler::answer(&mut codec, &input[..n], &mut output),
                     }
                 }
                 // Nothing there after the timeout: idle. (Answered below,
@@ -216,16 +210,6 @@ async fn serve_connection(stream: &mut tokio::net::TcpStream, config: &Config) -
             }
         }
     }
-}
-
-/// What one read led to.
-enum Step {
-    /// End of stream.
-    EndOfInput,
-    /// Bytes were decoded into answers; `more` unless a line was too long.
-    Answered { more: bool },
-    /// Nothing arrived for the idle timeout.
-    Idle,
 }
 
 /// `write_all`, cut off after the idle timeout like the blocking family's

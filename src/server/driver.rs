@@ -481,7 +481,16 @@ impl Driver {
     /// timeout, so what is queued on the socket is read before the timer
     /// is judged.
     fn expire(&mut self, token: Token) {
-        self.advance(token, Ready::READ, true);
+        let (config, now) = (&self.config, self.now);
+        // A busy connection's deadline has simply moved: no need to look.
+        let moved = self
+            .conns
+            .get(token.key())
+            .and_then(|entry| entry.conn.idle_deadline(config))
+            .is_some_and(|at| at > now);
+        if !moved {
+            self.advance(token, Ready::READ, true);
+        }
         let (config, now) = (&self.config, self.now);
         // Not `entry_mut`: the config and the timers are used meanwhile.
         let Some(entry) = self.conns.get_mut(token.key()) else {

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use crate::server::buffers;
 use crate::server::config::Config;
 use crate::server::listener::{Accepted, Acceptor, Admitted};
-use crate::server::protocol::ERR_IDLE_TIMEOUT;
+use crate::server::protocol::{Codec, ERR_IDLE_TIMEOUT};
 use crate::server::shutdown;
 use crate::sys::counters::{self, Counter};
 use crate::sys::{self, Stream};
@@ -137,19 +137,45 @@ fn serve<C: Conn>(conn: &mut C, config: &Config) -> io::Result<()> {
             }
             return write_all(conn, &output);
         }
-        counters::add(Counter::BytesIn, n as u64);
-        let decoded = codec.decode(&input[..n], &mut output);
-        let lines = match decoded {
-            Ok(lines) => lines,
-            Err(too_long) => too_long.lines,
-        };
-        counters::add(Counter::Requests, lines);
+        let more = answer(&mut codec, &input[..n], &mut output);
         write_all(conn, &output)?;
-        if decoded.is_err() {
+        if !more {
             return Ok(());
         }
         // `output` and `lent` go back to the thread's spares here.
     }
+}
+
+/// Decodes received bytes into answers on `output` and counts both;
+/// returns whether the connection goes on (not after a line too long,
+/// whose error line is then the last answer). This handler and its async
+/// mirrors (the `async` and `tokio` models) all answer through it.
+pub fn answer(codec: &mut Codec, input: &[u8], output: &mut Vec<u8>) -> bool {
+    counters::add(Counter::BytesIn, input.len() as u64);
+    let decoded = codec.decode(input, output);
+    let lines = match decoded {
+        Ok(lines) => lines,
+        Err(too_long) => too_long.lines,
+    };
+    counters::add(Counter::Requests, lines);
+    decoded.is_ok()
+}
+
+/// What one read led to, for the async mirrors of [`handle`]: a read there
+/// happens in a block that holds the buffers and must not `.await` (or the
+/// buffers would live in the task's future), so its outcome is carried out
+/// of the block and acted on after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// End of stream.
+    EndOfInput,
+    /// Bytes were decoded into answers; `more` unless a line was too long.
+    Answered {
+        /// Whether the connection goes on.
+        more: bool,
+    },
+    /// Nothing arrived for the idle timeout.
+    Idle,
 }
 
 /// Writes all of `bytes`, coping with short writes and signals. Once a stop

@@ -488,9 +488,12 @@ impl<'a> Loop<'a> {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };
-        // Bytes the kernel still holds for us mean the client did send:
-        // not idle (see the driver's `expire` for why we look).
-        if sys::bytes_queued(session.socket.as_fd()).is_ok_and(|n| n > 0) {
+        // Before cutting a connection off (not for a busy one, whose
+        // deadline has simply moved): bytes the kernel still holds for us
+        // mean the client did send, so it is not idle (see the driver's
+        // `expire` for why we look).
+        let passed = !matches!(session.conn.idle_deadline(config), Some(at) if at > now);
+        if passed && sys::bytes_queued(session.socket.as_fd()).is_ok_and(|n| n > 0) {
             session.conn.input_arrived(now);
         }
         session.timer = self
