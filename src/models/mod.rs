@@ -126,6 +126,8 @@ pub enum ModelOption {
     NoMultishot,
     /// `--sqpoll`: kernel-side submission polling (uring).
     SqPoll,
+    /// `--no-fixed-files`: ordinary descriptors instead of direct ones (uring).
+    NoFixedFiles,
 }
 
 impl ModelOption {
@@ -158,6 +160,12 @@ impl ModelOption {
                 .long("sqpoll")
                 .action(ArgAction::SetTrue)
                 .help("A kernel thread polls the submission queue (IORING_SETUP_SQPOLL)"),
+            ModelOption::NoFixedFiles => Arg::new("no-fixed-files")
+                .long("no-fixed-files")
+                .action(ArgAction::SetTrue)
+                .help(
+                    "Connections as ordinary descriptors, not direct ones in the ring's file table",
+                ),
         }
     }
 
@@ -177,6 +185,7 @@ impl ModelOption {
             }
             ModelOption::NoMultishot => tuning.no_multishot = args.get_flag("no-multishot"),
             ModelOption::SqPoll => tuning.sqpoll = args.get_flag("sqpoll"),
+            ModelOption::NoFixedFiles => tuning.no_fixed_files = args.get_flag("no-fixed-files"),
         }
     }
 }
@@ -552,8 +561,13 @@ static MODELS: &[Model] = &[
             ModelOption::Workers { default: 1 },
             ModelOption::NoMultishot,
             ModelOption::SqPoll,
+            ModelOption::NoFixedFiles,
         ],
-        variants: &[&["--no-multishot"], &["--workers", "2"]],
+        variants: &[
+            &["--no-multishot"],
+            &["--no-fixed-files"],
+            &["--workers", "2"],
+        ],
         listener_per_worker: true,
         counts_syscalls: true,
         serve: uring::serve,

@@ -69,6 +69,9 @@ pub struct Tuning {
     pub no_multishot: bool,
     /// uring: a kernel thread polls the submission queue.
     pub sqpoll: bool,
+    /// uring: connections in the process's descriptor table, not the
+    /// ring's (no direct descriptors).
+    pub no_fixed_files: bool,
 }
 
 impl Config {

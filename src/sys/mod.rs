@@ -227,6 +227,13 @@ pub fn set_send_timeout_raw(fd: RawFd, micros: u64) {
     };
 }
 
+/// `shutdown(2)` with `how` (`SHUT_RD`, `SHUT_WR`, `SHUT_RDWR`); errors
+/// ignored as for [`shutdown_read`].
+pub fn shutdown(fd: RawFd, how: libc::c_int) {
+    // SAFETY: as for `shutdown_read`.
+    unsafe { libc::shutdown(fd, how) };
+}
+
 /// `shutdown(2)` of both sides: pending and future reads and writes fail at
 /// once. Used when the drain timeout runs out.
 pub fn shutdown_both(fd: RawFd) {

@@ -107,6 +107,31 @@ pub fn recv_multi_capped(fd: types::Fd, group: u16, total: u32, per_recv: u32) -
     entry
 }
 
+/// Byte offset of `ioprio` in `struct io_uring_sqe`, the u16 where a
+/// `recv`'s or `send`'s own flags live (kernel ABI).
+const SQE_IOPRIO_OFFSET: usize = 2;
+/// `IORING_RECVSEND_POLL_FIRST` (`include/uapi/linux/io_uring.h`).
+const RECVSEND_POLL_FIRST: u16 = 1 << 0;
+
+/// Marks a `recv` (single- or multishot) *poll first* (Linux 5.19): the
+/// kernel assumes the socket is empty and arms its wakeup at once, instead
+/// of first trying a receive that fails with `EAGAIN`. Right for a
+/// connection just accepted, which has usually sent nothing yet. (Were the
+/// socket not empty after all, the armed wakeup fires at once: the receive
+/// still happens, one poll round trip later.)
+pub fn poll_first(mut entry: squeue::Entry) -> squeue::Entry {
+    // SAFETY: as in `recv_multi_capped`: the u16 at byte 2 of the 64-byte
+    // entry is `ioprio`; OR-ing a flag keeps the multishot bit already there.
+    unsafe {
+        let ioprio = (&mut entry as *mut squeue::Entry)
+            .cast::<u8>()
+            .add(SQE_IOPRIO_OFFSET)
+            .cast::<u16>();
+        ioprio.write_unaligned(ioprio.read_unaligned() | RECVSEND_POLL_FIRST);
+    }
+    entry
+}
+
 /// A ring together with the receive buffers it may write into, so that
 /// their lifetimes are tied by the type, not by the order of a struct's
 /// fields: dropping it unregisters the buffers from the kernel first, and
@@ -131,6 +156,13 @@ impl Ring {
         assert!(self.buffers.is_none(), "one buffer group per ring");
         self.buffers = Some(BufRing::new(&self.ring, count, size, group)?);
         Ok(())
+    }
+
+    /// Registers a table of `slots` direct descriptors, all empty, for
+    /// accepts to fill (`IORING_REGISTER_FILES2` sparse, Linux 5.19). The
+    /// table goes with the ring: closing the ring closes what is in it.
+    pub fn register_direct_table(&self, slots: u32) -> io::Result<()> {
+        self.ring.submitter().register_files_sparse(slots)
     }
 
     /// The ring.

@@ -9,18 +9,23 @@ use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types};
 
-use super::session::{parse_user_data, user_data, Op, Session};
+use super::session::{parse_user_data, user_data, Op, Session, Socket};
 use super::setup::Features;
 use super::{BUFFER_SIZE, PAUSE, SINGLE_SHOT_BUFFER};
 use crate::server::config::Config;
 use crate::server::conn::Conn;
 use crate::server::listener::{self, AcceptError, ConnPermit};
+use crate::server::protocol::ERR_TOO_MANY_CONNS;
 use crate::server::shutdown;
 use crate::server::slab::{Key, Slab};
 use crate::server::timers::Timers;
 use crate::sys::counters::{self, bump, Counter};
 use crate::sys::uring::{self as ring, Ring};
 use crate::sys::{self, MemoryReturn};
+
+/// At most this many looks at the completion queue before idle timers are
+/// judged (see `bookkeeping`).
+const REAPS_BEFORE_JUDGING: usize = 64;
 
 /// One ring and its connections.
 pub struct Loop<'a> {
@@ -101,7 +106,7 @@ impl<'a> Loop<'a> {
     /// Moves what waits in the backlog into the submission queue, submits,
     /// waits up to `timeout` for a completion, and handles every completion
     /// that has arrived.
-    fn wait_and_reap(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    fn wait_and_reap(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
         self.flush_backlog();
         // Read before the wait: completions dropped during it count too.
         let before = self.ring.ring_mut().completion().overflow();
@@ -133,7 +138,7 @@ impl<'a> Loop<'a> {
         if let Some(buffers) = self.ring.buffers() {
             buffers.publish();
         }
-        Ok(())
+        Ok(self.completions.len())
     }
 
     /// Queues an operation; if the submission queue is full it waits in
@@ -185,7 +190,15 @@ impl<'a> Loop<'a> {
             // Before judging a connection idle, take in what the kernel has
             // finished for us: a loop that was stopped (SIGSTOP, a
             // debugger) wakes to its timers and its completions at once.
-            self.wait_and_reap(Some(Duration::ZERO))?;
+            // The kernel runs the receives it deferred to us in batches
+            // (since Linux 6.13, a few dozen per call), so one look is not
+            // enough: look until a look brings nothing new (bounded, for a
+            // server so busy that something new always arrives).
+            for _ in 0..REAPS_BEFORE_JUDGING {
+                if self.wait_and_reap(Some(Duration::ZERO))? == 0 {
+                    break;
+                }
+            }
         }
         while let Some(key) = self.timers.pop_due(self.now) {
             self.expire(key);
@@ -214,12 +227,20 @@ impl<'a> Loop<'a> {
             return;
         }
         let fd = types::Fd(listener.as_raw_fd());
-        let flags = libc::SOCK_CLOEXEC;
+        // With direct descriptors the kernel puts each new socket in a
+        // free slot of the ring's file table, not in the process's (so
+        // there is nothing to close on exec: the kernel refuses the flag).
+        let direct = self.features.direct;
+        let flags = if direct { 0 } else { libc::SOCK_CLOEXEC };
         let entry = if self.features.multishot {
-            opcode::AcceptMulti::new(fd).flags(flags).build()
+            opcode::AcceptMulti::new(fd)
+                .flags(flags)
+                .allocate_file_index(direct)
+                .build()
         } else {
             opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
                 .flags(flags)
+                .file_index(direct.then(types::DestinationSlot::auto_target))
                 .build()
         };
         self.accept.armed = true;
@@ -233,8 +254,14 @@ impl<'a> Loop<'a> {
             Some((Op::Recv, key)) => self.received(key, result, flags),
             Some((Op::Send, key)) => self.sent(key, result),
             Some((Op::Wake, _)) => self.begin_drain(),
+            Some((Op::Shutdown, key)) => {
+                if let Some(session) = self.sessions.get_mut(key) {
+                    session.shutdowns_in_flight -= 1;
+                    self.progress(key);
+                }
+            }
             // A cancel's target's own completion says the rest.
-            Some((Op::Cancel, _)) | None => {}
+            Some((Op::Cancel | Op::Quiet, _)) | None => {}
         }
     }
 
@@ -245,9 +272,14 @@ impl<'a> Loop<'a> {
         if result >= 0 {
             bump(Counter::OpAccept);
             bump(Counter::Accepted);
-            // SAFETY: a successful accept's result is a new descriptor that
-            // nothing else owns.
-            let socket = unsafe { OwnedFd::from_raw_fd(result) };
+            let socket = if self.features.direct {
+                // The slot the kernel chose in the ring's file table.
+                Socket::Direct(result as u32)
+            } else {
+                // SAFETY: a successful accept's result is a new descriptor
+                // that nothing else owns.
+                Socket::Fd(unsafe { OwnedFd::from_raw_fd(result) })
+            };
             self.open_session(socket);
         } else {
             // The readiness models' acceptor sorts the errors the same way.
@@ -270,15 +302,15 @@ impl<'a> Loop<'a> {
         }
     }
 
-    fn open_session(&mut self, socket: OwnedFd) {
+    fn open_session(&mut self, socket: Socket) {
         if self.drain_deadline.is_some() {
-            return; // accepted as the drain began: just close it
+            return self.release(socket); // accepted as the drain began
         }
         let Some(place) = ConnPermit::try_acquire(self.config.max_conns) else {
-            listener::turn_away(socket);
-            return;
+            return self.turn_away(socket);
         };
-        let _ = sys::set_nodelay(socket.as_fd());
+        // No TCP_NODELAY here: the socket inherited it from the listener
+        // (see `super::run`), one setsockopt for all connections.
         let conn = Conn::new(self.config, self.now);
         let timer = conn.idle_deadline(self.config);
         let key = self
@@ -310,6 +342,7 @@ impl<'a> Loop<'a> {
             session.recv_in_flight = false;
             session.recv_cancelling = false;
         }
+        session.fresh = false;
         match result {
             n if n > 0 => {
                 bump(Counter::OpRecv);
@@ -386,7 +419,7 @@ impl<'a> Loop<'a> {
         if session.closing {
             return self.free_if_idle(key);
         }
-        let fd = types::Fd(session.socket.as_raw_fd());
+        let (fd, fixed) = session.socket.target();
 
         if !session.send_in_flight && (!session.sending.is_empty() || session.conn.pending() > 0) {
             if session.sending.is_empty() {
@@ -396,6 +429,7 @@ impl<'a> Loop<'a> {
                 opcode::Send::new(fd, session.sending.as_ptr(), session.sending.len() as u32)
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
+                    .flags(fixed)
                     .user_data(user_data(Op::Send, Some(key)));
             session.send_in_flight = true;
             // SAFETY: `sending`'s heap buffer is not touched, reallocated or
@@ -426,12 +460,18 @@ impl<'a> Loop<'a> {
                     .get_or_insert_with(|| vec![0; SINGLE_SHOT_BUFFER].into_boxed_slice());
                 opcode::Recv::new(fd, buffer.as_mut_ptr(), buffer.len() as u32).build()
             };
+            // A connection just accepted has most likely sent nothing yet.
+            let entry = if session.fresh {
+                ring::poll_first(entry)
+            } else {
+                entry
+            };
             session.recv_in_flight = true;
             // SAFETY: multishot: the buffers are the ring's, unmapped only
             // after the group is unregistered (`Ring`); single-shot: the
             // boxed buffer lives in the session, which is not freed while a
             // recv is in flight (`free_if_idle`).
-            unsafe { self.push(entry.user_data(user_data(Op::Recv, Some(key)))) };
+            unsafe { self.push(entry.flags(fixed).user_data(user_data(Op::Recv, Some(key)))) };
         } else if !wants_input
             && session.recv_in_flight
             && features.multishot
@@ -459,9 +499,72 @@ impl<'a> Loop<'a> {
         };
         if !session.closing {
             session.closing = true;
-            sys::shutdown_both(session.socket.as_raw_fd());
+            self.shut_down(key, libc::SHUT_RDWR);
         }
         self.free_if_idle(key)
+    }
+
+    /// `shutdown(2)` of a session's socket: at once for a descriptor; for
+    /// a direct descriptor an operation, counted until its completion
+    /// (see `Session::shutdowns_in_flight`).
+    fn shut_down(&mut self, key: Key, how: i32) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        match session.socket {
+            Socket::Fd(ref fd) => sys::shutdown(fd.as_raw_fd(), how),
+            Socket::Direct(slot) => {
+                session.shutdowns_in_flight += 1;
+                let entry = opcode::Shutdown::new(types::Fixed(slot), how)
+                    .build()
+                    .user_data(user_data(Op::Shutdown, Some(key)));
+                // SAFETY: a shutdown lends no memory.
+                unsafe { self.push(entry) }
+            }
+        }
+    }
+
+    /// Queues housekeeping that lends no memory and wants no completion
+    /// unless it fails (and then there is nothing to do but carry on).
+    fn push_quiet(&mut self, entry: squeue::Entry) {
+        let entry = entry
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(user_data(Op::Quiet, None));
+        // SAFETY: close lends no memory (and the message to a client turned
+        // away is a constant).
+        unsafe { self.push(entry) }
+    }
+
+    /// Closes a socket: a descriptor by dropping it, a direct descriptor by
+    /// an `IORING_OP_CLOSE` of its slot (there is no close(2) for it).
+    fn release(&mut self, socket: Socket) {
+        if let Socket::Direct(slot) = socket {
+            self.push_quiet(opcode::Close::new(types::Fixed(slot)).build());
+        }
+    }
+
+    /// Tells a client over `MAX_CONNS` so, and closes it. A direct
+    /// descriptor has no `send(2)`: the message and the close go as two
+    /// *linked* entries, the close hard-linked after the send so it runs
+    /// even if the send fails (a plain link would cancel it).
+    fn turn_away(&mut self, socket: Socket) {
+        match socket {
+            Socket::Fd(fd) => listener::turn_away(fd),
+            Socket::Direct(slot) => {
+                let message = opcode::Send::new(
+                    types::Fixed(slot),
+                    ERR_TOO_MANY_CONNS.as_ptr(),
+                    ERR_TOO_MANY_CONNS.len() as u32,
+                )
+                .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                .build()
+                .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
+                .user_data(user_data(Op::Quiet, None));
+                // SAFETY: the message is a `'static` constant.
+                unsafe { self.push(message) };
+                self.release(Socket::Direct(slot));
+            }
+        }
     }
 
     fn free_if_idle(&mut self, key: Key) {
@@ -472,7 +575,8 @@ impl<'a> Loop<'a> {
         if let Some(at) = session.timer {
             self.timers.remove(at, key);
         }
-        drop(session); // closes the socket, gives the MAX_CONNS place back
+        self.release(session.socket);
+        drop(session._place); // gives the MAX_CONNS place back
         self.memory_return.note(self.sessions.len());
         // A descriptor is free again: if accepting was paused for lack of
         // one, try now.
@@ -492,9 +596,14 @@ impl<'a> Loop<'a> {
         // deadline has simply moved): bytes the kernel still holds for us
         // mean the client did send, so it is not idle (see the driver's
         // `expire` for why we look).
+        // (A direct descriptor cannot be asked: there the reap that
+        // `bookkeeping` just did is the answer, since an armed multishot
+        // receive reports every byte that arrived.)
         let passed = !matches!(session.conn.idle_deadline(config), Some(at) if at > now);
-        if passed && sys::bytes_queued(session.socket.as_fd()).is_ok_and(|n| n > 0) {
-            session.conn.input_arrived(now);
+        if let (true, Socket::Fd(fd)) = (passed, &session.socket) {
+            if sys::bytes_queued(fd.as_fd()).is_ok_and(|n| n > 0) {
+                session.conn.input_arrived(now);
+            }
         }
         session.timer = self
             .timers
@@ -523,10 +632,8 @@ impl<'a> Loop<'a> {
             self.cancel(user_data(Op::Accept, None));
         }
         for key in self.sessions.keys() {
-            if let Some(session) = self.sessions.get(key) {
-                sys::shutdown_read(session.socket.as_raw_fd());
-                self.progress(key);
-            }
+            self.shut_down(key, libc::SHUT_RD);
+            self.progress(key);
         }
     }
 }
@@ -541,6 +648,7 @@ mod tests {
         let features = Features {
             multishot: false,
             recv_capped: false,
+            direct: false,
         };
         Loop::new(Ring::new(ring), listener, config, features)
     }

@@ -99,11 +99,12 @@
 
 use std::io;
 use std::net::TcpListener;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use crate::server::config::Config;
-use crate::sys::counters;
 use crate::sys::uring::Ring;
+use crate::sys::{self, counters};
 
 mod event_loop;
 mod session;
@@ -140,10 +141,26 @@ pub fn preflight(config: &Config) -> io::Result<()> {
 
 /// One ring's life.
 fn run(listener: TcpListener, config: &Config) -> io::Result<()> {
-    let features = Features::probe(config);
+    let mut features = Features::probe(config);
     let mut ring = Ring::new(setup::open_ring(ENTRIES, config)?);
     if features.multishot {
         ring.provide_buffers(BUFFERS, BUFFER_SIZE, 0)?;
+    }
+    if features.direct {
+        if let Err(e) = ring.register_direct_table(setup::direct_table_size()) {
+            eprintln!(
+                "lab: uring: no direct descriptors ({e}); using the process's descriptor table"
+            );
+            features.direct = false;
+        }
+    }
+    // Accepted sockets inherit TCP_NODELAY from the listener: one
+    // setsockopt here instead of one per connection (and a direct
+    // descriptor has no setsockopt(2) at all).
+    sys::set_nodelay(listener.as_fd())?;
+    if config.stats {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| eprintln!("lab: uring: {}", features.describe(config.tuning.sqpoll)));
     }
     let result = Loop::new(ring, listener, config, features).run();
     counters::flush();

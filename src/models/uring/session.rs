@@ -2,16 +2,41 @@
 //! operations it has in flight, and the name those operations carry to the
 //! kernel and back.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
+
+use io_uring::{squeue, types};
 
 use crate::server::conn::Conn;
 use crate::server::listener::ConnPermit;
 use crate::server::slab::Key;
 
+/// A connection's socket: a descriptor in the process's table, or a
+/// *direct* descriptor, a slot in the ring's own table of registered files
+/// that only io_uring operations can name (see the module docs).
+pub enum Socket {
+    /// An ordinary descriptor, closed when dropped.
+    Fd(OwnedFd),
+    /// A slot of the ring's file table, closed by an `IORING_OP_CLOSE`.
+    Direct(u32),
+}
+
+impl Socket {
+    /// What an operation puts in its entry's `fd` field, and the flag that
+    /// says which table that number is in (`IOSQE_FIXED_FILE` for a slot).
+    /// Every operation the loop builds takes the pair, so one code path
+    /// serves both kinds.
+    pub fn target(&self) -> (types::Fd, squeue::Flags) {
+        match self {
+            Socket::Fd(fd) => (types::Fd(fd.as_raw_fd()), squeue::Flags::empty()),
+            Socket::Direct(slot) => (types::Fd(*slot as i32), squeue::Flags::FIXED_FILE),
+        }
+    }
+}
+
 /// A connection and the operations it has in flight.
 pub struct Session {
-    pub socket: OwnedFd,
+    pub socket: Socket,
     pub conn: Conn,
     /// Bytes lent to the kernel by the `Send` in flight: its heap buffer
     /// is not touched, reallocated or freed until the completion (moving
@@ -19,6 +44,14 @@ pub struct Session {
     pub sending: Vec<u8>,
     pub send_in_flight: bool,
     pub recv_in_flight: bool,
+    /// Nothing received yet: the first receive is armed *poll first*.
+    pub fresh: bool,
+    /// `Shutdown`s of a direct descriptor not yet completed. The kernel
+    /// runs a shutdown on a worker thread, looking the slot up only then:
+    /// closing the slot first would let it shut down whichever connection
+    /// the next accept put in that slot. So a session is freed only after
+    /// its shutdowns are done.
+    pub shutdowns_in_flight: u8,
     /// A cancel of the multishot recv is on its way (backpressure, on
     /// kernels without a capped receive).
     pub recv_cancelling: bool,
@@ -33,13 +66,15 @@ pub struct Session {
 
 impl Session {
     /// A session for a socket just accepted.
-    pub fn new(socket: OwnedFd, conn: Conn, timer: Option<Instant>, place: ConnPermit) -> Session {
+    pub fn new(socket: Socket, conn: Conn, timer: Option<Instant>, place: ConnPermit) -> Session {
         Session {
             socket,
             conn,
             sending: Vec::new(),
             send_in_flight: false,
             recv_in_flight: false,
+            fresh: true,
+            shutdowns_in_flight: 0,
             recv_cancelling: false,
             recv_buffer: None,
             closing: false,
@@ -51,7 +86,7 @@ impl Session {
     /// Whether the kernel holds nothing of it: only then may it be freed
     /// (its socket closed, its buffers dropped).
     pub fn idle(&self) -> bool {
-        !self.send_in_flight && !self.recv_in_flight
+        !self.send_in_flight && !self.recv_in_flight && self.shutdowns_in_flight == 0
     }
 }
 
@@ -68,6 +103,12 @@ pub enum Op {
     Wake,
     /// A cancel: its target's own completion says the rest.
     Cancel,
+    /// A direct descriptor's `Shutdown`.
+    Shutdown,
+    /// Housekeeping whose success needs no answer: a direct descriptor's
+    /// `Close`, the message to a client turned away. They ask for no
+    /// completion on success (`IOSQE_CQE_SKIP_SUCCESS`).
+    Quiet,
 }
 
 /// The 64 bits of user data an operation carries: the kind in bits 0–7,
@@ -80,6 +121,8 @@ pub fn user_data(op: Op, key: Option<Key>) -> u64 {
         Op::Send => 3,
         Op::Wake => 4,
         Op::Cancel => 5,
+        Op::Quiet => 6,
+        Op::Shutdown => 7,
     };
     let key = key.map_or(0, Key::to_u64);
     let (index, generation) = (key & 0xffff_ffff, key >> 32);
@@ -95,6 +138,8 @@ pub fn parse_user_data(data: u64) -> Option<(Op, Key)> {
         3 => Op::Send,
         4 => Op::Wake,
         5 => Op::Cancel,
+        6 => Op::Quiet,
+        7 => Op::Shutdown,
         _ => return None,
     };
     let index = (data >> 8) & 0xff_ffff;

@@ -27,6 +27,11 @@ pub struct Features {
     /// never receives past its room under `MAX_PENDING`. Turned off at
     /// run time if the kernel refuses it after all.
     pub recv_capped: bool,
+    /// Connections live in the ring's own file table (direct descriptors,
+    /// 5.19), not the process's: no descriptor lookup and reference count
+    /// per operation. Off with `--no-fixed-files`, or if the kernel
+    /// refuses the table (then said once at start).
+    pub direct: bool,
 }
 
 impl Features {
@@ -36,8 +41,39 @@ impl Features {
         Features {
             multishot,
             recv_capped: multishot && sys::kernel_at_least(6, 17),
+            direct: !config.tuning.no_fixed_files && sys::kernel_at_least(5, 19),
         }
     }
+
+    /// The features in use, as the start-up line says them.
+    pub fn describe(&self, sqpoll: bool) -> String {
+        let mut parts = vec![if self.multishot {
+            "multishot accept and recv into provided buffers"
+        } else {
+            "single-shot accept and recv"
+        }];
+        if self.recv_capped {
+            parts.push("capped recv");
+        }
+        if self.direct {
+            parts.push("direct descriptors");
+        }
+        parts.push(if sqpoll {
+            "SQPOLL"
+        } else {
+            "single issuer, deferred task work"
+        });
+        parts.join(", ")
+    }
+}
+
+/// Slots in a ring's table of direct descriptors: as many connections as
+/// the process could hold descriptors (the kernel refuses a table larger
+/// than `RLIMIT_NOFILE`), at most 65,536. The table costs the kernel a few
+/// bytes a slot; when it is full the accept fails with `ENFILE` and the
+/// loop pauses accepting, as it does for `EMFILE`.
+pub fn direct_table_size() -> u32 {
+    sys::raise_open_files_limit().min(65_536) as u32
 }
 
 /// A ring as `--sqpoll` asks, with the operations the model needs, or a

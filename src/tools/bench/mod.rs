@@ -111,10 +111,31 @@ pub fn run_named(name: &str) -> Option<Run> {
         .copied()
 }
 
+/// A model as the bench runs it: its name, perhaps with options (`uring
+/// --sqpoll`), so that variants of one model can be compared side by side.
+#[derive(Clone)]
+struct Contender {
+    model: &'static Model,
+    /// The name and options, as given: the row's name in the report.
+    label: String,
+}
+
+impl Contender {
+    fn parse(entry: &str) -> io::Result<Contender> {
+        let name = entry.split_whitespace().next().unwrap_or_default();
+        let model =
+            models::find(name).ok_or_else(|| io::Error::other(format!("no model named {name}")))?;
+        Ok(Contender {
+            model,
+            label: entry.split_whitespace().collect::<Vec<_>>().join(" "),
+        })
+    }
+}
+
 /// What to compare.
 #[derive(Clone, Debug)]
 pub struct BenchArgs {
-    /// Model names, in order.
+    /// Model names, in order, each perhaps with options (`uring --sqpoll`).
     pub models: Vec<String>,
     /// Scenario names, in order.
     pub scenarios: Vec<String>,
@@ -136,17 +157,16 @@ pub struct BenchArgs {
 /// Runs the comparison, printing a table as it goes, and writes
 /// `report.json`, `report.md` and the charts to `args.out`.
 pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
-    let mut chosen: Vec<(&Model, &[Run])> = Vec::new();
-    for name in &args.models {
-        let model =
-            models::find(name).ok_or_else(|| io::Error::other(format!("no model named {name}")))?;
+    let mut chosen: Vec<(Contender, &[Run])> = Vec::new();
+    for entry in &args.models {
+        let contender = Contender::parse(entry)?;
         for scenario_name in &args.scenarios {
             let runs = scenario(scenario_name).ok_or_else(|| {
                 io::Error::other(format!(
                     "no scenario named {scenario_name} (rr, pipeline, c10k)"
                 ))
             })?;
-            chosen.push((model, runs));
+            chosen.push((contender.clone(), runs));
         }
     }
     std::fs::create_dir_all(&args.out)?;
@@ -171,8 +191,8 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
 
     let mut rows = Vec::new();
     let started = Instant::now();
-    for (model, runs) in chosen {
-        for run in runs {
+    for (contender, runs) in &chosen {
+        for run in runs.iter() {
             // Progress on stderr, when it is a terminal, erased before the
             // row is printed.
             let done = rows.len();
@@ -188,11 +208,11 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
                 eprint!(
                     "[{}/{total}] {} {}{eta}...\r",
                     done + 1,
-                    model.name,
+                    contender.label,
                     run.name
                 );
             }
-            let row = measure_repeated(model, run, args, cores >= 2);
+            let row = measure_repeated(contender, run, args, cores >= 2);
             if progress {
                 eprint!("{:79}\r", "");
             }
@@ -259,7 +279,7 @@ fn row_line(row: &Row) -> String {
 
 /// A run repeated `args.repeat` times: the median by requests/s, with the
 /// spread. A failed or skipped attempt is reported as it is.
-fn measure_repeated(model: &Model, run: &Run, args: &BenchArgs, pin: bool) -> Row {
+fn measure_repeated(model: &Contender, run: &Run, args: &BenchArgs, pin: bool) -> Row {
     let mut rows = Vec::new();
     for _ in 0..args.repeat.max(1) {
         let row = measure(model, run, args, pin);
@@ -278,9 +298,10 @@ fn measure_repeated(model: &Model, run: &Run, args: &BenchArgs, pin: bool) -> Ro
 }
 
 /// One model under one run, from start to summary.
-fn measure(model: &Model, run: &Run, args: &BenchArgs, pin: bool) -> Row {
+fn measure(contender: &Contender, run: &Run, args: &BenchArgs, pin: bool) -> Row {
+    let model = contender.model;
     let mut row = Row {
-        model: model.name.into(),
+        model: contender.label.clone(),
         run: run.name.into(),
         ..Row::default()
     };
@@ -294,7 +315,7 @@ fn measure(model: &Model, run: &Run, args: &BenchArgs, pin: bool) -> Row {
             return row;
         }
     }
-    match measure_running(model, run, args, pin, &mut row) {
+    match measure_running(contender, run, args, pin, &mut row) {
         Ok(()) => {}
         Err(e) => row.skipped = Some(format!("failed: {e}")),
     }
@@ -302,13 +323,14 @@ fn measure(model: &Model, run: &Run, args: &BenchArgs, pin: bool) -> Row {
 }
 
 fn measure_running(
-    model: &Model,
+    contender: &Contender,
     run: &Run,
     args: &BenchArgs,
     pin: bool,
     row: &mut Row,
 ) -> io::Result<()> {
-    let mut server = ServerProcess::start(&args.lab, &[model.name], pin)?;
+    let command: Vec<&str> = contender.label.split_whitespace().collect();
+    let mut server = ServerProcess::start(&args.lab, &command, pin)?;
     let pid = server.pid();
     let baseline = tree_memory_kib(pid);
     let peak = AtomicU64::new(baseline);
@@ -339,7 +361,7 @@ fn measure_running(
     if summary.requests > 0 {
         let requests = summary.requests as f64;
         row.cpu_us_per_request = Some((summary.cpu_user_s + summary.cpu_sys_s) * 1e6 / requests);
-        if model.counts_syscalls {
+        if contender.model.counts_syscalls {
             row.syscalls_per_request = Some(summary.syscalls_per_request());
         }
     }
