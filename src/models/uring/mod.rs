@@ -166,3 +166,25 @@ fn run(listener: TcpListener, config: &Config) -> io::Result<()> {
     counters::flush();
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+
+    use super::*;
+
+    /// The loop sets TCP_NODELAY once, on the listener, and relies on the
+    /// kernel copying it into every socket accepted from it (it cannot set
+    /// it on a direct descriptor). This checks that the kernel does.
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        sys::set_nodelay(listener.as_fd()).expect("setsockopt");
+        let _client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        assert!(
+            accepted.nodelay().expect("getsockopt"),
+            "TCP_NODELAY not inherited"
+        );
+    }
+}
