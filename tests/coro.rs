@@ -373,21 +373,7 @@ fn deadlock_is_an_error_value() {
 
 #[test]
 fn lab_coro_holds_10000_concurrent_connections() {
-    if !util::descriptors_for("lab_coro_holds_10000_concurrent_connections", 10_000) {
-        return;
-    }
-    let server = util::Server::start("coro", &["--max-conns", "20000"]);
-    let mut clients: Vec<util::Client> = (0..10_000).map(|_| server.client()).collect();
-    for (i, client) in clients.iter_mut().enumerate() {
-        client.send(format!("coroutine {i}\n").as_bytes());
-    }
-    for (i, client) in clients.iter_mut().enumerate() {
-        client.expect(format!("COROUTINE {i}\n").as_bytes());
-    }
-    let (status, summary) = server.stop();
-    assert!(status.success());
-    assert_eq!(summary.count("peak_conns"), 10_000);
-    assert_eq!(summary.count("requests"), 10_000);
+    util::assert_holds_ten_thousand("coro", &[]);
 }
 
 #[test]

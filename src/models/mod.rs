@@ -566,6 +566,7 @@ static MODELS: &[Model] = &[
         variants: &[
             &["--no-multishot"],
             &["--no-fixed-files"],
+            &["--sqpoll"],
             &["--workers", "2"],
         ],
         listener_per_worker: true,

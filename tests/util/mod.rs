@@ -49,6 +49,31 @@ pub fn descriptors_for(test: &str, sockets: usize) -> bool {
     }
 }
 
+/// `lab MODEL ARGS` holds 10,000 connections at once: each sends a line
+/// while all are open, each gets its answer, and the summary counts 10,000
+/// at the peak. Skipped, with the reason printed, where the descriptor limit
+/// cannot hold both ends.
+pub fn assert_holds_ten_thousand(model: &str, args: &[&str]) {
+    let what = format!("lab {model} {} holds 10,000 connections", args.join(" "));
+    if !descriptors_for(&what, 10_000) {
+        return;
+    }
+    let mut args = args.to_vec();
+    args.extend(["--max-conns", "20000"]);
+    let server = Server::start(model, &args);
+    let mut clients: Vec<Client> = (0..10_000).map(|_| server.client()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(format!("connection {i}\n").as_bytes());
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.expect(format!("CONNECTION {i}\n").as_bytes());
+    }
+    let (status, summary) = server.stop();
+    assert!(status.success(), "{what}: exit status {status}");
+    assert_eq!(summary.count("peak_conns"), 10_000, "{what}");
+    assert_eq!(summary.count("requests"), 10_000, "{what}");
+}
+
 /// The path of the `lab` binary Cargo built for this test run.
 pub fn lab_bin() -> &'static str {
     env!("CARGO_BIN_EXE_lab")
