@@ -128,6 +128,8 @@ pub enum ModelOption {
     SqPoll,
     /// `--no-fixed-files`: ordinary descriptors instead of direct ones (uring).
     NoFixedFiles,
+    /// `--send-zc BYTES`: zero-copy sends for answers this large (uring).
+    SendZc,
 }
 
 impl ModelOption {
@@ -166,6 +168,11 @@ impl ModelOption {
                 .help(
                     "Connections as ordinary descriptors, not direct ones in the ring's file table",
                 ),
+            ModelOption::SendZc => Arg::new("send-zc")
+                .long("send-zc")
+                .value_name("BYTES")
+                .value_parser(clap::value_parser!(u64).range(1..))
+                .help("Send answers of at least BYTES bytes zero-copy (IORING_OP_SEND_ZC) [default: never]"),
         }
     }
 
@@ -186,6 +193,9 @@ impl ModelOption {
             ModelOption::NoMultishot => tuning.no_multishot = args.get_flag("no-multishot"),
             ModelOption::SqPoll => tuning.sqpoll = args.get_flag("sqpoll"),
             ModelOption::NoFixedFiles => tuning.no_fixed_files = args.get_flag("no-fixed-files"),
+            ModelOption::SendZc => {
+                tuning.send_zc_min = args.get_one::<u64>("send-zc").map(|&n| n as usize);
+            }
         }
     }
 }
@@ -562,11 +572,13 @@ static MODELS: &[Model] = &[
             ModelOption::NoMultishot,
             ModelOption::SqPoll,
             ModelOption::NoFixedFiles,
+            ModelOption::SendZc,
         ],
         variants: &[
             &["--no-multishot"],
             &["--no-fixed-files"],
             &["--sqpoll"],
+            &["--send-zc", "1"],
             &["--workers", "2"],
         ],
         listener_per_worker: true,

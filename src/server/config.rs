@@ -72,6 +72,8 @@ pub struct Tuning {
     /// uring: connections in the process's descriptor table, not the
     /// ring's (no direct descriptors).
     pub no_fixed_files: bool,
+    /// uring: answers of at least this many bytes go out as zero-copy sends.
+    pub send_zc_min: Option<usize>,
 }
 
 impl Config {

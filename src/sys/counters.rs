@@ -83,6 +83,8 @@ counters! {
     OpAccept => "accept", Operation;
     OpRecv => "recv", Operation;
     OpSend => "send", Operation;
+    OpSendZc => "send_zc", Operation;
+    OpSendZcCopied => "send_zc_copied", Operation;
 }
 
 const N: usize = Counter::ALL.len();

@@ -23,6 +23,12 @@ use crate::sys::counters::{self, bump, Counter};
 use crate::sys::uring::{self as ring, Ring};
 use crate::sys::{self, MemoryReturn};
 
+/// `IORING_SEND_ZC_REPORT_USAGE` (6.2): the notification says whether
+/// the kernel sent from our pages or copied them; `IORING_NOTIF_USAGE_ZC_COPIED`
+/// is how it says "copied" (`include/uapi/linux/io_uring.h`).
+const SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
+const ZC_COPIED: u32 = 1 << 31;
+
 /// At most this many looks at the completion queue before idle timers are
 /// judged (see `bookkeeping`).
 const REAPS_BEFORE_JUDGING: usize = 64;
@@ -44,6 +50,10 @@ pub struct Loop<'a> {
     backlog: VecDeque<squeue::Entry>,
     completions: Vec<(u64, i32, u32)>,
     memory_return: MemoryReturn,
+    /// The buffers of zero-copy sends whose sessions were freed before the
+    /// kernel's notification came, by the send's user data: dropped at the
+    /// notification, or with the loop (after the ring: see `Session::idle`).
+    zc_leftovers: Vec<(u64, Vec<u8>)>,
 }
 
 /// The listener's accept: armed or not, and paused after an error that
@@ -71,6 +81,7 @@ impl<'a> Loop<'a> {
             backlog: VecDeque::new(),
             completions: Vec::with_capacity(1024),
             memory_return: MemoryReturn::default(),
+            zc_leftovers: Vec::new(),
         }
     }
 
@@ -252,7 +263,7 @@ impl<'a> Loop<'a> {
         match parse_user_data(data) {
             Some((Op::Accept, _)) => self.accepted(result, flags),
             Some((Op::Recv, key)) => self.received(key, result, flags),
-            Some((Op::Send, key)) => self.sent(key, result),
+            Some((Op::Send, key)) => self.send_completed(key, result, flags),
             Some((Op::Wake, _)) => self.begin_drain(),
             Some((Op::Shutdown, key)) => {
                 if let Some(session) = self.sessions.get_mut(key) {
@@ -384,6 +395,43 @@ impl<'a> Loop<'a> {
         self.progress(key);
     }
 
+    /// A send's completion. A zero-copy send completes twice: first with
+    /// its result (flagged *more*), then with a *notification* once the
+    /// network stack has let go of the pages it sent from. Until then
+    /// `sending` is still the kernel's: the bytes sent may not even be
+    /// dropped from the front of it, for that moves the rest. So the
+    /// result waits in `zc_result` and is acted on at the notification.
+    fn send_completed(&mut self, key: Key, result: i32, flags: u32) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            if cqueue::notif(flags) {
+                // The session was freed first: its buffer can go now.
+                let data = user_data(Op::Send, Some(key));
+                self.zc_leftovers.retain(|(lent, _)| *lent != data);
+            }
+            return;
+        };
+        if cqueue::notif(flags) {
+            // The notification's result says whether the kernel could send
+            // from our pages or had to copy them after all (as it does
+            // for a peer on the same machine: loopback).
+            if result as u32 & ZC_COPIED != 0 {
+                bump(Counter::OpSendZcCopied);
+            }
+            let result = session.zc_result.take().unwrap_or(0);
+            return self.sent(key, result);
+        }
+        if cqueue::more(flags) {
+            session.zc_result = Some(result);
+            // The buffer is still lent: wait for the notification — unless
+            // the session is closing, which need not wait (`Session::idle`).
+            if session.closing {
+                self.free_if_idle(key);
+            }
+            return;
+        }
+        self.sent(key, result)
+    }
+
     fn sent(&mut self, key: Key, result: i32) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
@@ -425,15 +473,24 @@ impl<'a> Loop<'a> {
             if session.sending.is_empty() {
                 session.conn.move_unsent_into(&mut session.sending);
             }
-            let entry =
-                opcode::Send::new(fd, session.sending.as_ptr(), session.sending.len() as u32)
+            let (bytes, len) = (session.sending.as_ptr(), session.sending.len() as u32);
+            let entry = if features.send_zc_min.is_some_and(|min| len as usize >= min) {
+                bump(Counter::OpSendZc);
+                opcode::SendZc::new(fd, bytes, len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .zc_flags(SEND_ZC_REPORT_USAGE)
+                    .build()
+            } else {
+                opcode::Send::new(fd, bytes, len)
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
-                    .flags(fixed)
-                    .user_data(user_data(Op::Send, Some(key)));
+            };
+            let entry = entry.flags(fixed).user_data(user_data(Op::Send, Some(key)));
             session.send_in_flight = true;
             // SAFETY: `sending`'s heap buffer is not touched, reallocated or
-            // freed until this send's completion (see `Session::sending`).
+            // freed until this send's last completion — for a zero-copy
+            // send, its notification (`send_in_flight` stays set until
+            // then: see `send_completed` and `Session::sending`).
             unsafe { self.push(entry) };
         }
 
@@ -571,9 +628,14 @@ impl<'a> Loop<'a> {
         if !self.sessions.get(key).is_some_and(Session::idle) {
             return;
         }
-        let session = self.sessions.remove(key).expect("checked");
+        let mut session = self.sessions.remove(key).expect("checked");
         if let Some(at) = session.timer {
             self.timers.remove(at, key);
+        }
+        if session.zc_result.is_some() {
+            let lent = std::mem::take(&mut session.sending);
+            self.zc_leftovers
+                .push((user_data(Op::Send, Some(key)), lent));
         }
         self.release(session.socket);
         drop(session._place); // gives the MAX_CONNS place back
@@ -649,6 +711,7 @@ mod tests {
             multishot: false,
             recv_capped: false,
             direct: false,
+            send_zc_min: None,
         };
         Loop::new(Ring::new(ring), listener, config, features)
     }

@@ -43,6 +43,9 @@ pub struct Session {
     /// the session within the slab moves the `Vec` header, not the bytes).
     pub sending: Vec<u8>,
     pub send_in_flight: bool,
+    /// A zero-copy send's result, held until its notification says the
+    /// kernel is done with `sending` (see `Loop::send_completed`).
+    pub zc_result: Option<i32>,
     pub recv_in_flight: bool,
     /// Nothing received yet: the first receive is armed *poll first*.
     pub fresh: bool,
@@ -72,6 +75,7 @@ impl Session {
             conn,
             sending: Vec::new(),
             send_in_flight: false,
+            zc_result: None,
             recv_in_flight: false,
             fresh: true,
             shutdowns_in_flight: 0,
@@ -83,10 +87,16 @@ impl Session {
         }
     }
 
-    /// Whether the kernel holds nothing of it: only then may it be freed
-    /// (its socket closed, its buffers dropped).
+    /// Whether the kernel holds nothing of it that freeing it would take
+    /// away: only then may it be freed (its socket closed). A zero-copy
+    /// send whose result is in but whose notification is not still holds
+    /// `sending`'s pages — until the peer acknowledges them, which a client
+    /// that does not read may never do — so the loop frees the session
+    /// then but keeps that buffer aside (`Loop::zc_leftovers`).
     pub fn idle(&self) -> bool {
-        !self.send_in_flight && !self.recv_in_flight && self.shutdowns_in_flight == 0
+        (!self.send_in_flight || self.zc_result.is_some())
+            && !self.recv_in_flight
+            && self.shutdowns_in_flight == 0
     }
 }
 

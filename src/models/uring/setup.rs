@@ -32,6 +32,9 @@ pub struct Features {
     /// per operation. Off with `--no-fixed-files`, or if the kernel
     /// refuses the table (then said once at start).
     pub direct: bool,
+    /// Answers of at least this many bytes go out zero-copy (`SEND_ZC`,
+    /// Linux 6.0; usage reports 6.2): `--send-zc`.
+    pub send_zc_min: Option<usize>,
 }
 
 impl Features {
@@ -42,6 +45,10 @@ impl Features {
             multishot,
             recv_capped: multishot && sys::kernel_at_least(6, 17),
             direct: !config.tuning.no_fixed_files && sys::kernel_at_least(5, 19),
+            send_zc_min: config
+                .tuning
+                .send_zc_min
+                .filter(|_| sys::kernel_at_least(6, 2)),
         }
     }
 
@@ -57,6 +64,9 @@ impl Features {
         }
         if self.direct {
             parts.push("direct descriptors");
+        }
+        if self.send_zc_min.is_some() {
+            parts.push("zero-copy sends");
         }
         parts.push(if sqpoll {
             "SQPOLL"
