@@ -73,9 +73,14 @@
 //! that bound is `MAX_PENDING` plus a few buffers. Idle timeouts use the
 //! same [`Timers`](crate::server::timers::Timers) as the readiness models, their nearest deadline becoming
 //! the `io_uring_enter` timeout; before a due timer is judged, the loop
-//! reaps what has completed and asks the socket (`FIONREAD`) whether bytes
-//! wait that no completion has reported, so a client that did send is not
-//! cut off. A stop
+//! reaps what has completed — again and again until a look brings nothing
+//! new, since the kernel runs the receives it deferred to us in batches —
+//! and, for an ordinary descriptor, asks the socket (`FIONREAD`) whether
+//! bytes wait that no completion has reported, so a client that did send
+//! is not cut off. (A direct descriptor cannot be asked; there the reap is
+//! the answer, as an armed receive reports every byte that arrives, and a
+//! connection whose receive is stopped by backpressure has a send in
+//! flight that it is not reading, which the timeout ends either way.) A stop
 //! signal completes a `PollAdd` on the shutdown eventfd: the accept is
 //! cancelled, every read side shut down, and the loop ends when the last
 //! session is freed. An accept error that retrying at once would only
@@ -84,10 +89,34 @@
 //! the readiness models' acceptor sorts the errors the same way
 //! ([`AcceptError`](crate::server::listener::AcceptError)).
 //!
+//! ## Direct descriptors
+//!
+//! By default an accepted connection never enters the process's
+//! descriptor table: the accept puts it in a free slot of the ring's own
+//! table of registered files (`IORING_FILE_INDEX_ALLOC`, Linux 5.19), and
+//! every operation names that slot (`IOSQE_FIXED_FILE`). The kernel then
+//! skips, per operation, the descriptor-table lookup and the reference
+//! count taken and dropped on the file. The price: no system call can
+//! name the socket — no `close(2)` (an `IORING_OP_CLOSE` instead), no
+//! `shutdown(2)` (an `IORING_OP_SHUTDOWN`, which the kernel runs on a
+//! worker thread, so the slot is closed only after it completed), no
+//! `setsockopt(2)` (`TCP_NODELAY` is inherited from the listener), no
+//! `FIONREAD` (see the idle rule above), no `/proc/PID/fd` entry; `ss`
+//! still shows the sockets. The table has `setup::direct_table_size()`
+//! slots; a full table fails the accept with `ENFILE`, which pauses
+//! accepting like `EMFILE`.
+//!
 //! ## Options
 //!
+//! - `--no-fixed-files`: connections as ordinary descriptors.
 //! - `--no-multishot`: single-shot accept and recv, per-connection buffers
 //!   (what a pre-6.0 kernel would get; forced here so it is tested).
+//! - `--send-zc BYTES`: answers of at least BYTES go out as zero-copy
+//!   sends (`IORING_OP_SEND_ZC`, 6.0): the kernel sends from our pages and
+//!   says with a second completion, the *notification*, when it no longer
+//!   needs them; only then is the buffer ours again. On loopback the
+//!   kernel copies anyway (and says so: `send_zc_copied`), so here it only
+//!   costs.
 //! - `--sqpoll`: a kernel thread polls the submission queue, so submitting
 //!   needs no syscall at all while it is awake. It helps when a core can be
 //!   spared for it; on a 2-core box it competes with the loop and the load.
