@@ -536,6 +536,12 @@ const NOT_OURS: &[&str] = &[
     "set_robust_list",
     "eventpoll_epi",
     "sock_inode_cache",
+    // Kernel functions a profile names.
+    "io_send",
+    "io_file_get_normal",
+    "tcp_sendmsg",
+    // The io-uring crate's name for a registered buffer's index.
+    "buf_index",
     // io_uring flags named without their prefix, and a kernel constant.
     "DEFER_TASKRUN",
     "EXT_ARG",
@@ -564,7 +570,7 @@ const NOT_OURS: &[&str] = &[
 /// `O_DIRECT`, `SIGRT_2`): a SCREAMING name starting so is not ours.
 const KERNEL_PREFIXES: &[&str] = &[
     "IORING_", "O_", "F_", "SO_", "SOCK_", "MSG_", "TCP_", "RLIMIT_", "SIG", "EPOLL", "MAP_",
-    "PROT_", "CLONE_", "AF_",
+    "PROT_", "CLONE_", "AF_", "IOSQE_", "IOU_",
 ];
 
 /// What a code span names, if it is a bare identifier that looks like a
