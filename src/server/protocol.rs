@@ -20,6 +20,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::server::tickets::Tickets;
+
 /// Sent when a line reaches the limit without an LF; then the server closes.
 pub const ERR_LINE_TOO_LONG: &[u8] = b"error: line too long\n";
 /// Sent to a connection that would exceed `MAX_CONNS`; then it is closed.
@@ -46,6 +48,12 @@ pub struct Codec {
     /// CPU burned per answered line: a stand-in for the work a real server
     /// does per request (`--work-us`), zero by default.
     work_per_line: Duration,
+    /// Time spent blocked (asleep) per answered line: a stand-in for a
+    /// blocking call a request makes (`--block-us`), zero by default.
+    block_per_line: Duration,
+    /// The demo-only ticket desk (`--tickets`): `ticket` lines are
+    /// answered with the next number from it.
+    tickets: Option<Tickets>,
     /// Bytes received since the last LF (always fewer than `max_line`).
     partial: Vec<u8>,
 }
@@ -62,6 +70,8 @@ impl Codec {
         Codec {
             max_line,
             work_per_line: Duration::ZERO,
+            block_per_line: Duration::ZERO,
+            tickets: None,
             partial: Vec::new(),
         }
     }
@@ -75,14 +85,43 @@ impl Codec {
         self
     }
 
-    fn work(&self, lines: u64) {
-        if self.work_per_line.is_zero() || lines == 0 {
+    /// The same codec, sleeping `per_line` for every line it answers: a
+    /// blocking call (a disk read, a query to another server) rather than
+    /// work. The thread waits and the CPU is free for others; a single
+    /// event loop stalls all the same (`lab demo head-of-line`).
+    pub fn with_blocking(mut self, per_line: Duration) -> Self {
+        self.block_per_line = per_line;
+        self
+    }
+
+    /// The same codec, selling a ticket for every `ticket` line
+    /// ([`crate::server::tickets`], demo-only).
+    pub fn with_tickets(mut self, tickets: Option<Tickets>) -> Self {
+        self.tickets = tickets;
+        self
+    }
+
+    /// Whether answering a line costs time (`--work-us`, `--block-us`).
+    pub fn is_slow(&self) -> bool {
+        !(self.work_per_line.is_zero() && self.block_per_line.is_zero())
+    }
+
+    /// The slow part of answering `lines` lines: the CPU burn of
+    /// `--work-us`, then the sleep of `--block-us`. [`decode`](Self::decode)
+    /// does it after framing.
+    pub fn work(&self, lines: u64) {
+        if lines == 0 {
             return;
         }
         let lines = u32::try_from(lines).unwrap_or(u32::MAX);
-        let until = Instant::now() + self.work_per_line.saturating_mul(lines);
-        while Instant::now() < until {
-            std::hint::spin_loop();
+        if !self.work_per_line.is_zero() {
+            let until = Instant::now() + self.work_per_line.saturating_mul(lines);
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+        if !self.block_per_line.is_zero() {
+            std::thread::sleep(self.block_per_line.saturating_mul(lines));
         }
     }
 
@@ -95,6 +134,20 @@ impl Codec {
     /// been appended to `out` after the responses before it, and any input
     /// after the overlong line is ignored.
     pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<u64, LineTooLong> {
+        let start = out.len();
+        let decoded = self.frame(input, out);
+        if let Some(tickets) = &self.tickets {
+            tickets.stamp(out, start);
+        }
+        if let Ok(lines) = decoded {
+            self.work(lines);
+        }
+        decoded
+    }
+
+    /// [`decode`](Self::decode) without the slow part: framing and
+    /// upper-casing only.
+    fn frame(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<u64, LineTooLong> {
         let Some(last_lf) = input.iter().rposition(|&b| b == b'\n') else {
             // No line ends here: the input only lengthens the tail.
             if self.partial.len() + input.len() >= self.max_line {
@@ -121,7 +174,6 @@ impl Codec {
             return Err(self.too_long(lines, out));
         }
         self.partial.extend_from_slice(tail);
-        self.work(lines);
         Ok(lines)
     }
 

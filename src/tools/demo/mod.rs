@@ -41,6 +41,7 @@ mod c10k;
 mod edge_vs_level;
 mod head_of_line;
 mod pool_exhaustion;
+mod race;
 mod second_client;
 mod select_limit;
 mod signal_overflow;
@@ -73,7 +74,7 @@ pub fn all() -> &'static [Demo] {
     &DEMOS
 }
 
-static DEMOS: [Demo; 10] = [
+static DEMOS: [Demo; 11] = [
     second_client::DEMO,
     pool_exhaustion::DEMO,
     busy_poll::DEMO,
@@ -84,6 +85,7 @@ static DEMOS: [Demo; 10] = [
     signal_overflow::DEMO,
     batching::DEMO,
     head_of_line::DEMO,
+    race::DEMO,
 ];
 
 /// Looks a demo up by name.
