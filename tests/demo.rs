@@ -237,6 +237,24 @@ fn work_on_one_event_loop_stalls_everyone_and_a_pool_does_not() {
 }
 
 #[test]
+fn a_blocking_call_stalls_one_event_loop_until_it_is_offloaded() {
+    let runs = demo("offload", &["epoll", "epoll --offload 4", "threadpool"]);
+    // The hog queued 500 ms of CPU work, or of sleep, 50 ms before the
+    // probe asked: a loop that pays it itself makes the probe wait for
+    // most of it, whether the CPU is busy or idle meanwhile.
+    let epoll = facts(&runs, "epoll");
+    for key in ["work_probe_ms", "block_probe_ms"] {
+        assert!(number(epoll, key) > 250.0, "epoll {key}: {epoll}");
+    }
+    for model in ["epoll --offload 4", "threadpool"] {
+        let f = facts(&runs, model);
+        for key in ["work_probe_ms", "block_probe_ms"] {
+            assert!(number(f, key) < 250.0, "{model} {key}: {f}");
+        }
+    }
+}
+
+#[test]
 fn a_shared_counter_loses_updates_only_where_two_sales_can_interleave() {
     let runs = demo("race", &["threads", "fork", "prefork", "epoll", "coro", "async"]);
     let sold_twice = |model: &str, mode: &str| {

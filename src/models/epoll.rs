@@ -62,6 +62,10 @@
 //! - *One loop is one core*: `--workers N` runs N loops on N threads, each
 //!   with its own epoll and its own `SO_REUSEPORT` listener, so the kernel
 //!   spreads connections across them and no lock is shared.
+//! - *A slow request stalls the loop*, whether it burns CPU or blocks:
+//!   `--offload N` hands each request's cost (`--work-us`, `--block-us`)
+//!   to a pool of N threads and hears back through an eventfd in the same
+//!   epoll set (see [`crate::server::offload`], and `lab demo offload`).
 //! - *Shutdown*: the shutdown eventfd is in every epoll set; the loop then
 //!   closes its listener and drains (see [`crate::server::driver::Driver::tick`]).
 //!
@@ -77,6 +81,7 @@ use crate::server::config::Config;
 use crate::server::conn::Interest;
 use crate::server::driver::{Change, Driver, Ready, Token, Trigger};
 use crate::server::listener::Acceptor;
+use crate::server::offload::Offload;
 use crate::server::shutdown;
 use crate::sys::counters;
 use crate::sys::readiness::{Epoll, EpollEvent};
@@ -87,6 +92,9 @@ use crate::sys::Blocking;
 const LISTENER: u64 = u64::MAX;
 /// The `data` word of the shutdown eventfd's registration.
 const WAKE: u64 = u64::MAX - 1;
+
+/// The `data` word of the offload pool's eventfd (`--offload`).
+const OFFLOAD: u64 = u64::MAX - 2;
 
 /// Events one `epoll_wait` may return.
 const EVENTS_PER_WAIT: usize = 1024;
@@ -117,6 +125,12 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     )?;
     let acceptor = Acceptor::new(listener, Blocking::No, config.max_conns)?;
     let mut driver = Driver::new(acceptor, config, trigger);
+    if config.tuning.offload > 0 {
+        let pool = Offload::start(config.tuning.offload)?;
+        // Level-triggered: `offload_done` reads the eventfd back to 0.
+        epoll.add(pool.fd(), libc::EPOLLIN as u32, OFFLOAD)?;
+        driver = driver.with_offload(pool);
+    }
     let mut events: Vec<EpollEvent> = Vec::with_capacity(EVENTS_PER_WAIT);
 
     loop {
@@ -143,6 +157,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                     driver.accept_ready()?;
                 }
                 WAKE => {} // `tick` sees the shutdown request
+                OFFLOAD => driver.offload_done()?,
                 token => driver.service(Token(token), ready(bits)),
             }
         }

@@ -126,6 +126,8 @@ pub enum ModelOption {
     NoMultishot,
     /// `--sqpoll`: kernel-side submission polling (uring).
     SqPoll,
+    /// `--offload N`: a pool of N threads pays for costly requests (epoll).
+    Offload,
 }
 
 impl ModelOption {
@@ -158,6 +160,14 @@ impl ModelOption {
                 .long("sqpoll")
                 .action(ArgAction::SetTrue)
                 .help("A kernel thread polls the submission queue (IORING_SETUP_SQPOLL)"),
+            ModelOption::Offload => Arg::new("offload")
+                .long("offload")
+                .value_name("N")
+                .value_parser(clap::value_parser!(u64))
+                .help(
+                    "A pool of N threads pays each request's --work-us and --block-us, \
+                     off the loop [default: 0, none]",
+                ),
         }
     }
 
@@ -177,6 +187,9 @@ impl ModelOption {
             }
             ModelOption::NoMultishot => tuning.no_multishot = args.get_flag("no-multishot"),
             ModelOption::SqPoll => tuning.sqpoll = args.get_flag("sqpoll"),
+            ModelOption::Offload => {
+                tuning.offload = args.get_one::<u64>("offload").map_or(0, |&n| n as usize);
+            }
         }
     }
 }
@@ -507,8 +520,16 @@ static MODELS: &[Model] = &[
         concurrent: true,
         fd_limit: None,
         pool_bound: false,
-        options: &[ModelOption::Workers { default: 1 }, ModelOption::Edge],
-        variants: &[&["--edge"], &["--workers", "2"]],
+        options: &[
+            ModelOption::Workers { default: 1 },
+            ModelOption::Edge,
+            ModelOption::Offload,
+        ],
+        variants: &[
+            &["--edge"],
+            &["--workers", "2"],
+            &["--offload", "2", "--block-us", "10"],
+        ],
         listener_per_worker: true,
         counts_syscalls: true,
         serve: epoll::serve,

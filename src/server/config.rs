@@ -81,6 +81,8 @@ pub struct Tuning {
     pub no_multishot: bool,
     /// uring: a kernel thread polls the submission queue.
     pub sqpoll: bool,
+    /// epoll: threads in the pool that pays for costly requests (0: none).
+    pub offload: usize,
 }
 
 impl Config {

@@ -12,6 +12,7 @@ pub mod conn;
 pub mod driver;
 pub mod handler;
 pub mod listener;
+pub mod offload;
 pub mod protocol;
 pub mod readiness_state;
 pub mod shutdown;

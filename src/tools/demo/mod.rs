@@ -40,6 +40,7 @@ mod busy_poll;
 mod c10k;
 mod edge_vs_level;
 mod head_of_line;
+mod offload;
 mod pool_exhaustion;
 mod race;
 mod second_client;
@@ -74,7 +75,7 @@ pub fn all() -> &'static [Demo] {
     &DEMOS
 }
 
-static DEMOS: [Demo; 11] = [
+static DEMOS: [Demo; 12] = [
     second_client::DEMO,
     pool_exhaustion::DEMO,
     busy_poll::DEMO,
@@ -85,6 +86,7 @@ static DEMOS: [Demo; 11] = [
     signal_overflow::DEMO,
     batching::DEMO,
     head_of_line::DEMO,
+    offload::DEMO,
     race::DEMO,
 ];
 
