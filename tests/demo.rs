@@ -255,6 +255,33 @@ fn a_blocking_call_stalls_one_event_loop_until_it_is_offloaded() {
 }
 
 #[test]
+fn a_shared_listener_wakes_every_epoll_and_nothing_else_does() {
+    let herd = "epoll --workers 4 --one-listener";
+    let one = [
+        "prefork --workers 4",
+        "epoll --workers 4 --one-listener --exclusive",
+        "epoll --workers 4",
+    ];
+    let mut models = vec![herd];
+    models.extend(one);
+    let runs = demo("herd", &models);
+    // Four workers: the herd wakes (nearly) all of them for each
+    // connection; the others wake (nearly) one.
+    let f = facts(&runs, herd);
+    assert_eq!(number(f, "workers"), 4.0, "{f}");
+    assert!(number(f, "woken_per_connection") >= 3.0, "{f}");
+    for model in one {
+        let f = facts(&runs, model);
+        assert_eq!(number(f, "workers"), 4.0, "{model}: {f}");
+        assert!(number(f, "woken_per_connection") <= 2.0, "{model}: {f}");
+    }
+    // SO_REUSEPORT's hash spreads 20 connections over more than one worker
+    // (all on one would have odds of 4 in 4^20).
+    let reuseport = facts(&runs, "epoll --workers 4");
+    assert!(number(reuseport, "busiest_worker_served") < 20.0, "{reuseport}");
+}
+
+#[test]
 fn a_shared_counter_loses_updates_only_where_two_sales_can_interleave() {
     let runs = demo("race", &["threads", "fork", "prefork", "epoll", "coro", "async"]);
     let sold_twice = |model: &str, mode: &str| {

@@ -61,7 +61,10 @@
 //!   spinning the loop.
 //! - *One loop is one core*: `--workers N` runs N loops on N threads, each
 //!   with its own epoll and its own `SO_REUSEPORT` listener, so the kernel
-//!   spreads connections across them and no lock is shared.
+//!   spreads connections across them and no lock is shared. With
+//!   `--one-listener` they all watch one listener instead, and a new
+//!   connection wakes every loop, of which one gets it: the thundering
+//!   herd; `--exclusive` (`EPOLLEXCLUSIVE`) wakes one (`lab demo herd`).
 //! - *A slow request stalls the loop*, whether it burns CPU or blocks:
 //!   `--offload N` hands each request's cost (`--work-us`, `--block-us`)
 //!   to a pool of N threads and hears back through an eventfd in the same
@@ -115,7 +118,18 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     let epoll = Epoll::new()?;
     // The listener stays level-triggered in both modes: the accept budget
     // may leave connections queued, and they must be reported again.
-    epoll.add(listener.as_raw_fd(), libc::EPOLLIN as u32, LISTENER)?;
+    // `--exclusive`: of the loops watching one shared listener, a new
+    // connection wakes one (or a few), not all (Linux 4.5).
+    let exclusive = if config.tuning.exclusive {
+        libc::EPOLLEXCLUSIVE
+    } else {
+        0
+    };
+    epoll.add(
+        listener.as_raw_fd(),
+        (libc::EPOLLIN | exclusive) as u32,
+        LISTENER,
+    )?;
     // Edge-triggered: the eventfd stays readable for ever once written, and
     // one report is all we need.
     epoll.add(

@@ -128,6 +128,10 @@ pub enum ModelOption {
     SqPoll,
     /// `--offload N`: a pool of N threads pays for costly requests (epoll).
     Offload,
+    /// `--one-listener`: the workers share one listener (epoll).
+    OneListener,
+    /// `--exclusive`: `EPOLLEXCLUSIVE` on the listener (epoll).
+    Exclusive,
 }
 
 impl ModelOption {
@@ -168,6 +172,14 @@ impl ModelOption {
                     "A pool of N threads pays each request's --work-us and --block-us, \
                      off the loop [default: 0, none]",
                 ),
+            ModelOption::OneListener => Arg::new("one-listener")
+                .long("one-listener")
+                .action(ArgAction::SetTrue)
+                .help("With --workers: all loops watch one shared listener, not one SO_REUSEPORT listener each"),
+            ModelOption::Exclusive => Arg::new("exclusive")
+                .long("exclusive")
+                .action(ArgAction::SetTrue)
+                .help("Watch the listener with EPOLLEXCLUSIVE: a connection wakes one loop, not all"),
         }
     }
 
@@ -190,6 +202,8 @@ impl ModelOption {
             ModelOption::Offload => {
                 tuning.offload = args.get_one::<u64>("offload").map_or(0, |&n| n as usize);
             }
+            ModelOption::OneListener => tuning.one_listener = args.get_flag("one-listener"),
+            ModelOption::Exclusive => tuning.exclusive = args.get_flag("exclusive"),
         }
     }
 }
@@ -224,7 +238,10 @@ impl Model {
 /// and one more thread per extra worker, each with its own `SO_REUSEPORT`
 /// sibling listener, so the kernel spreads connections across them and
 /// they share no lock (the "loop per core" shape of `epoll`, `uring`,
-/// `coro`). Returns the first error of any of them.
+/// `coro`). With `--one-listener` (epoll) each extra worker gets a
+/// duplicate of `listener` instead: one socket, one accept queue, every
+/// loop watching it (the thundering herd of `lab demo herd`). Returns the
+/// first error of any of them.
 pub fn per_worker(
     listener: TcpListener,
     config: &Config,
@@ -232,7 +249,13 @@ pub fn per_worker(
     run: impl Fn(TcpListener, &Config) -> io::Result<()> + Sync,
 ) -> io::Result<()> {
     let siblings = (1..config.workers)
-        .map(|_| crate::server::listener::bind_sibling(&listener))
+        .map(|_| {
+            if config.tuning.one_listener {
+                listener.try_clone()
+            } else {
+                crate::server::listener::bind_sibling(&listener)
+            }
+        })
         .collect::<io::Result<Vec<_>>>()?;
     let run = &run;
     std::thread::scope(|scope| {
@@ -524,6 +547,8 @@ static MODELS: &[Model] = &[
             ModelOption::Workers { default: 1 },
             ModelOption::Edge,
             ModelOption::Offload,
+            ModelOption::OneListener,
+            ModelOption::Exclusive,
         ],
         variants: &[
             &["--edge"],

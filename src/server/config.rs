@@ -83,6 +83,11 @@ pub struct Tuning {
     pub sqpoll: bool,
     /// epoll: threads in the pool that pays for costly requests (0: none).
     pub offload: usize,
+    /// epoll: every worker's loop watches one shared listener (a dup of
+    /// it) instead of its own `SO_REUSEPORT` sibling (`lab demo herd`).
+    pub one_listener: bool,
+    /// epoll: the listener is watched with `EPOLLEXCLUSIVE`.
+    pub exclusive: bool,
 }
 
 impl Config {

@@ -40,6 +40,7 @@ mod busy_poll;
 mod c10k;
 mod edge_vs_level;
 mod head_of_line;
+mod herd;
 mod offload;
 mod pool_exhaustion;
 mod race;
@@ -75,7 +76,7 @@ pub fn all() -> &'static [Demo] {
     &DEMOS
 }
 
-static DEMOS: [Demo; 12] = [
+static DEMOS: [Demo; 13] = [
     second_client::DEMO,
     pool_exhaustion::DEMO,
     busy_poll::DEMO,
@@ -88,6 +89,7 @@ static DEMOS: [Demo; 12] = [
     head_of_line::DEMO,
     offload::DEMO,
     race::DEMO,
+    herd::DEMO,
 ];
 
 /// Looks a demo up by name.
