@@ -278,12 +278,18 @@ fn a_shared_listener_wakes_every_epoll_and_nothing_else_does() {
     // SO_REUSEPORT's hash spreads 20 connections over more than one worker
     // (all on one would have odds of 4 in 4^20).
     let reuseport = facts(&runs, "epoll --workers 4");
-    assert!(number(reuseport, "busiest_worker_served") < 20.0, "{reuseport}");
+    assert!(
+        number(reuseport, "busiest_worker_served") < 20.0,
+        "{reuseport}"
+    );
 }
 
 #[test]
 fn a_shared_counter_loses_updates_only_where_two_sales_can_interleave() {
-    let runs = demo("race", &["threads", "fork", "prefork", "epoll", "coro", "async"]);
+    let runs = demo(
+        "race",
+        &["threads", "fork", "prefork", "epoll", "coro", "async"],
+    );
     let sold_twice = |model: &str, mode: &str| {
         let f = facts(&runs, model);
         // Every client got an answer to every `ticket` line.

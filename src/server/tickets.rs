@@ -1,6 +1,7 @@
 //! `--tickets MODE`: a demo-only ticket desk, to make races visible.
 //!
-//! With `--tickets`, a request line that is exactly `ticket` is answered
+//! With `--tickets`, a request line that is `ticket` (in any case: the
+//! check is made on the upper-cased answer) is answered
 //! `TICKET n`, where `n` is the next number from one counter that every
 //! connection of the server shares; every other line is answered as the
 //! UPPER protocol says. Without the option nothing changes (the

@@ -117,7 +117,8 @@ fn exchange(addr: &str) -> io::Result<()> {
     peer.ask("herd", Duration::from_secs(10))?
         .ok_or_else(|| io::Error::other("no answer within 10 s"))?;
     peer.stream().shutdown(Shutdown::Write)?;
-    peer.stream().set_read_timeout(Some(Duration::from_secs(10)))?;
+    peer.stream()
+        .set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut rest = Vec::new();
     peer.stream().read_to_end(&mut rest)?;
     Ok(())

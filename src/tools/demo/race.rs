@@ -27,6 +27,12 @@
 //!   coroutine switch between the read and the write (as a gevent
 //!   greenlet's `time.sleep` or socket call would), and the race is back
 //!   on one thread.
+//!
+//! The facts are named by mode: for `racy`, `racy_sold`, `racy_distinct`,
+//! `racy_sold_twice` (sales that got a number already sold: updates
+//! lost), `racy_highest` and `racy_ms`; likewise `locked_sold_twice`,
+//! `locked_ms`, `atomic_sold_twice`, `atomic_distinct`, `atomic_highest`,
+//! `atomic_ms`, `shared_sold_twice`, `yielding_sold_twice` and the rest.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
