@@ -237,6 +237,88 @@ fn work_on_one_event_loop_stalls_everyone_and_a_pool_does_not() {
 }
 
 #[test]
+fn a_blocking_call_stalls_one_event_loop_until_it_is_offloaded() {
+    let runs = demo("offload", &["epoll", "epoll --offload 4", "threadpool"]);
+    // The hog queued 500 ms of CPU work, or of sleep, 50 ms before the
+    // probe asked: a loop that pays it itself makes the probe wait for
+    // most of it, whether the CPU is busy or idle meanwhile.
+    let epoll = facts(&runs, "epoll");
+    for key in ["work_probe_ms", "block_probe_ms"] {
+        assert!(number(epoll, key) > 250.0, "epoll {key}: {epoll}");
+    }
+    for model in ["epoll --offload 4", "threadpool"] {
+        let f = facts(&runs, model);
+        for key in ["work_probe_ms", "block_probe_ms"] {
+            assert!(number(f, key) < 250.0, "{model} {key}: {f}");
+        }
+    }
+}
+
+#[test]
+fn a_shared_listener_wakes_every_epoll_and_nothing_else_does() {
+    let herd = "epoll --workers 4 --one-listener";
+    let one = [
+        "prefork --workers 4",
+        "epoll --workers 4 --one-listener --exclusive",
+        "epoll --workers 4",
+    ];
+    let mut models = vec![herd];
+    models.extend(one);
+    let runs = demo("herd", &models);
+    // Four workers: the herd wakes (nearly) all of them for each
+    // connection; the others wake (nearly) one.
+    let f = facts(&runs, herd);
+    assert_eq!(number(f, "workers"), 4.0, "{f}");
+    assert!(number(f, "woken_per_connection") >= 3.0, "{f}");
+    for model in one {
+        let f = facts(&runs, model);
+        assert_eq!(number(f, "workers"), 4.0, "{model}: {f}");
+        assert!(number(f, "woken_per_connection") <= 2.0, "{model}: {f}");
+    }
+    // SO_REUSEPORT's hash spreads 20 connections over more than one worker
+    // (all on one would have odds of 4 in 4^20).
+    let reuseport = facts(&runs, "epoll --workers 4");
+    assert!(
+        number(reuseport, "busiest_worker_served") < 20.0,
+        "{reuseport}"
+    );
+}
+
+#[test]
+fn a_shared_counter_loses_updates_only_where_two_sales_can_interleave() {
+    let runs = demo(
+        "race",
+        &["threads", "fork", "prefork", "epoll", "coro", "async"],
+    );
+    let sold_twice = |model: &str, mode: &str| {
+        let f = facts(&runs, model);
+        // Every client got an answer to every `ticket` line.
+        assert_eq!(number(f, &format!("{mode}_sold")), 2000.0, "{model}: {f}");
+        number(f, &format!("{mode}_sold_twice"))
+    };
+    // Threads: the unlocked read-modify-write loses updates; a lock or an
+    // atomic loses none.
+    assert!(sold_twice("threads", "racy") > 0.0);
+    assert_eq!(sold_twice("threads", "locked"), 0.0);
+    assert_eq!(sold_twice("threads", "atomic"), 0.0);
+    // Processes: an atomic in memory that fork copied is one counter per
+    // process; in a MAP_SHARED page it is one counter.
+    for model in ["fork", "prefork"] {
+        assert!(sold_twice(model, "atomic") > 0.0, "{model}");
+        assert_eq!(sold_twice(model, "shared"), 0.0, "{model}");
+    }
+    // Under fork every child starts from the parent's 0: each client
+    // buys tickets 1 to 250, and nobody ever sells 251.
+    assert_eq!(number(facts(&runs, "fork"), "atomic_highest"), 250.0);
+    // One thread, no yield inside the sale: nothing to lock.
+    for model in ["epoll", "coro", "async"] {
+        assert_eq!(sold_twice(model, "racy"), 0.0, "{model}");
+    }
+    // A coroutine switch between the read and the write brings the race back.
+    assert!(sold_twice("coro", "yielding") > 0.0);
+}
+
+#[test]
 fn a_killed_demo_leaves_no_server_behind() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut demo = std::process::Command::new(util::lab_bin())

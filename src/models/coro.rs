@@ -75,7 +75,13 @@ pub fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
 }
 
 fn run_scheduler(listener: TcpListener, config: &Config) -> io::Result<()> {
-    let config = Rc::new(config.clone());
+    let mut config = config.clone();
+    // `--tickets yielding` pauses by switching coroutines, as gevent's
+    // patched calls do, not by yielding the thread all of them share.
+    config.tickets = config
+        .tickets
+        .map(|desk| desk.pausing_with(coro::yield_now));
+    let config = Rc::new(config);
     let outcome = coro::run(move || accept_loop(listener, config));
     counters::flush();
     match outcome {

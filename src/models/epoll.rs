@@ -61,7 +61,14 @@
 //!   spinning the loop.
 //! - *One loop is one core*: `--workers N` runs N loops on N threads, each
 //!   with its own epoll and its own `SO_REUSEPORT` listener, so the kernel
-//!   spreads connections across them and no lock is shared.
+//!   spreads connections across them and no lock is shared. With
+//!   `--one-listener` they all watch one listener instead, and a new
+//!   connection wakes every loop, of which one gets it: the thundering
+//!   herd; `--exclusive` (`EPOLLEXCLUSIVE`) wakes one (`lab demo herd`).
+//! - *A slow request stalls the loop*, whether it burns CPU or blocks:
+//!   `--offload N` hands each request's cost (`--work-us`, `--block-us`)
+//!   to a pool of N threads and hears back through an eventfd in the same
+//!   epoll set (see [`crate::server::offload`], and `lab demo offload`).
 //! - *Shutdown*: the shutdown eventfd is in every epoll set; the loop then
 //!   closes its listener and drains (see [`crate::server::driver::Driver::tick`]).
 //!
@@ -77,6 +84,7 @@ use crate::server::config::Config;
 use crate::server::conn::Interest;
 use crate::server::driver::{Change, Driver, Ready, Token, Trigger};
 use crate::server::listener::Acceptor;
+use crate::server::offload::Offload;
 use crate::server::shutdown;
 use crate::sys::counters;
 use crate::sys::readiness::{Epoll, EpollEvent};
@@ -87,6 +95,9 @@ use crate::sys::Blocking;
 const LISTENER: u64 = u64::MAX;
 /// The `data` word of the shutdown eventfd's registration.
 const WAKE: u64 = u64::MAX - 1;
+
+/// The `data` word of the offload pool's eventfd (`--offload`).
+const OFFLOAD: u64 = u64::MAX - 2;
 
 /// Events one `epoll_wait` may return.
 const EVENTS_PER_WAIT: usize = 1024;
@@ -107,7 +118,18 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     let epoll = Epoll::new()?;
     // The listener stays level-triggered in both modes: the accept budget
     // may leave connections queued, and they must be reported again.
-    epoll.add(listener.as_raw_fd(), libc::EPOLLIN as u32, LISTENER)?;
+    // `--exclusive`: of the loops watching one shared listener, a new
+    // connection wakes one (or a few), not all (Linux 4.5).
+    let exclusive = if config.tuning.exclusive {
+        libc::EPOLLEXCLUSIVE
+    } else {
+        0
+    };
+    epoll.add(
+        listener.as_raw_fd(),
+        (libc::EPOLLIN | exclusive) as u32,
+        LISTENER,
+    )?;
     // Edge-triggered: the eventfd stays readable for ever once written, and
     // one report is all we need.
     epoll.add(
@@ -117,6 +139,12 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
     )?;
     let acceptor = Acceptor::new(listener, Blocking::No, config.max_conns)?;
     let mut driver = Driver::new(acceptor, config, trigger);
+    if config.tuning.offload > 0 {
+        let pool = Offload::start(config.tuning.offload)?;
+        // Level-triggered: `offload_done` reads the eventfd back to 0.
+        epoll.add(pool.fd(), libc::EPOLLIN as u32, OFFLOAD)?;
+        driver = driver.with_offload(pool);
+    }
     let mut events: Vec<EpollEvent> = Vec::with_capacity(EVENTS_PER_WAIT);
 
     loop {
@@ -143,6 +171,7 @@ fn event_loop(listener: TcpListener, config: &Config) -> io::Result<()> {
                     driver.accept_ready()?;
                 }
                 WAKE => {} // `tick` sees the shutdown request
+                OFFLOAD => driver.offload_done()?,
                 token => driver.service(Token(token), ready(bits)),
             }
         }

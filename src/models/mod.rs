@@ -130,6 +130,12 @@ pub enum ModelOption {
     NoFixedFiles,
     /// `--send-zc BYTES`: zero-copy sends for answers this large (uring).
     SendZc,
+    /// `--offload N`: a pool of N threads pays for costly requests (epoll).
+    Offload,
+    /// `--one-listener`: the workers share one listener (epoll).
+    OneListener,
+    /// `--exclusive`: `EPOLLEXCLUSIVE` on the listener (epoll).
+    Exclusive,
 }
 
 impl ModelOption {
@@ -173,6 +179,22 @@ impl ModelOption {
                 .value_name("BYTES")
                 .value_parser(clap::value_parser!(u64).range(1..))
                 .help("Send answers of at least BYTES bytes zero-copy (IORING_OP_SEND_ZC) [default: never]"),
+            ModelOption::Offload => Arg::new("offload")
+                .long("offload")
+                .value_name("N")
+                .value_parser(clap::value_parser!(u64))
+                .help(
+                    "A pool of N threads pays each request's --work-us and --block-us, \
+                     off the loop [default: 0, none]",
+                ),
+            ModelOption::OneListener => Arg::new("one-listener")
+                .long("one-listener")
+                .action(ArgAction::SetTrue)
+                .help("With --workers: all loops watch one shared listener, not one SO_REUSEPORT listener each"),
+            ModelOption::Exclusive => Arg::new("exclusive")
+                .long("exclusive")
+                .action(ArgAction::SetTrue)
+                .help("Watch the listener with EPOLLEXCLUSIVE: a connection wakes one loop, not all"),
         }
     }
 
@@ -196,6 +218,11 @@ impl ModelOption {
             ModelOption::SendZc => {
                 tuning.send_zc_min = args.get_one::<u64>("send-zc").map(|&n| n as usize);
             }
+            ModelOption::Offload => {
+                tuning.offload = args.get_one::<u64>("offload").map_or(0, |&n| n as usize);
+            }
+            ModelOption::OneListener => tuning.one_listener = args.get_flag("one-listener"),
+            ModelOption::Exclusive => tuning.exclusive = args.get_flag("exclusive"),
         }
     }
 }
@@ -230,7 +257,10 @@ impl Model {
 /// and one more thread per extra worker, each with its own `SO_REUSEPORT`
 /// sibling listener, so the kernel spreads connections across them and
 /// they share no lock (the "loop per core" shape of `epoll`, `uring`,
-/// `coro`). Returns the first error of any of them.
+/// `coro`). With `--one-listener` (epoll) each extra worker gets a
+/// duplicate of `listener` instead: one socket, one accept queue, every
+/// loop watching it (the thundering herd of `lab demo herd`). Returns the
+/// first error of any of them.
 pub fn per_worker(
     listener: TcpListener,
     config: &Config,
@@ -238,7 +268,13 @@ pub fn per_worker(
     run: impl Fn(TcpListener, &Config) -> io::Result<()> + Sync,
 ) -> io::Result<()> {
     let siblings = (1..config.workers)
-        .map(|_| crate::server::listener::bind_sibling(&listener))
+        .map(|_| {
+            if config.tuning.one_listener {
+                listener.try_clone()
+            } else {
+                crate::server::listener::bind_sibling(&listener)
+            }
+        })
         .collect::<io::Result<Vec<_>>>()?;
     let run = &run;
     std::thread::scope(|scope| {
@@ -526,8 +562,18 @@ static MODELS: &[Model] = &[
         concurrent: true,
         fd_limit: None,
         pool_bound: false,
-        options: &[ModelOption::Workers { default: 1 }, ModelOption::Edge],
-        variants: &[&["--edge"], &["--workers", "2"]],
+        options: &[
+            ModelOption::Workers { default: 1 },
+            ModelOption::Edge,
+            ModelOption::Offload,
+            ModelOption::OneListener,
+            ModelOption::Exclusive,
+        ],
+        variants: &[
+            &["--edge"],
+            &["--workers", "2"],
+            &["--offload", "2", "--block-us", "10"],
+        ],
         listener_per_worker: true,
         counts_syscalls: true,
         serve: epoll::serve,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::server::protocol::{Codec, DEFAULT_MAX_LINE};
+use crate::server::tickets::Tickets;
 
 /// Options common to every model (the limits of docs/src/protocol.md, and the address).
 #[derive(Args, Clone, Debug)]
@@ -42,6 +43,17 @@ pub struct Config {
     #[arg(long = "work-us", default_value = "0", value_name = "MICROS", value_parser = parse_micros)]
     pub work: Duration,
 
+    /// Sleep this many microseconds per request, standing in for a
+    /// blocking call (a disk read, a query): waiting, not CPU.
+    #[arg(long = "block-us", default_value = "0", value_name = "MICROS", value_parser = parse_micros)]
+    pub block: Duration,
+
+    /// Demo only: answer a `ticket` line with `TICKET n` from one shared
+    /// counter, sold in MODE: racy, yielding, locked, atomic or shared
+    /// (see `lab demo race`).
+    #[arg(long, value_name = "MODE", value_parser = Tickets::parse)]
+    pub tickets: Option<Tickets>,
+
     /// Print a status line on stderr every second.
     #[arg(long)]
     pub stats: bool,
@@ -74,6 +86,13 @@ pub struct Tuning {
     pub no_fixed_files: bool,
     /// uring: answers of at least this many bytes go out as zero-copy sends.
     pub send_zc_min: Option<usize>,
+    /// epoll: threads in the pool that pays for costly requests (0: none).
+    pub offload: usize,
+    /// epoll: every worker's loop watches one shared listener (a dup of
+    /// it) instead of its own `SO_REUSEPORT` sibling (`lab demo herd`).
+    pub one_listener: bool,
+    /// epoll: the listener is watched with `EPOLLEXCLUSIVE`.
+    pub exclusive: bool,
 }
 
 impl Config {
@@ -84,7 +103,10 @@ impl Config {
 
     /// A connection's codec, with this configuration's line limit and work.
     pub fn codec(&self) -> Codec {
-        Codec::new(self.max_line).with_work(self.work)
+        Codec::new(self.max_line)
+            .with_work(self.work)
+            .with_blocking(self.block)
+            .with_tickets(self.tickets)
     }
 }
 
@@ -98,6 +120,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(5),
             work: Duration::ZERO,
+            block: Duration::ZERO,
+            tickets: None,
             stats: false,
             workers: 1,
             tuning: Tuning::default(),

@@ -28,10 +28,17 @@
 //! whether the server is draining is passed in, and what happened (lines
 //! answered) is returned for the caller to count. So every rule above is
 //! unit-tested here, without a socket.
+//!
+//! **Offloading** (`epoll --offload`): a connection made
+//! [`offloading`](Conn::offloading) frames its requests as always but owes
+//! their cost (`--work-us`, `--block-us`) to a pool: the answers leave as
+//! a [`Job`] and come back with [`Conn::job_done`]; meanwhile it reads
+//! nothing, so one job at a time keeps them in order.
 
 use std::time::Instant;
 
 use crate::server::config::Config;
+use crate::server::offload::Job;
 use crate::server::protocol::{Codec, ERR_IDLE_TIMEOUT};
 
 /// What a connection wants to be told about.
@@ -62,6 +69,14 @@ pub struct Conn {
     /// The most output the connection may owe (`MAX_PENDING`): the cap on
     /// what `out` allocates.
     max_pending: usize,
+    /// `epoll --offload`: a costly request's answers go out as a [`Job`]
+    /// and are sent only once it comes back.
+    offloading: bool,
+    /// Answers framed but not yet paid for: a job to hand to the pool.
+    job: Option<Job>,
+    /// A job is out (taken, not yet back): read nothing until it returns,
+    /// so the answers stay in order.
+    job_out: bool,
 }
 
 impl Conn {
@@ -74,7 +89,32 @@ impl Conn {
             input_over: false,
             last_input: now,
             max_pending: config.max_pending,
+            offloading: false,
+            job: None,
+            job_out: false,
         }
+    }
+
+    /// The same connection, handing the cost of its requests (`--work-us`,
+    /// `--block-us`) to a pool: after a [`receive`](Self::receive) that
+    /// answered costly lines, [`take_job`](Self::take_job) gives the job,
+    /// and [`job_done`](Self::job_done) takes its answers back.
+    pub fn offloading(mut self) -> Conn {
+        self.offloading = !self.codec.cost().is_zero();
+        self
+    }
+
+    /// The job the last `receive` made, if any (see [`offloading`](Self::offloading)).
+    pub fn take_job(&mut self) -> Option<Job> {
+        let job = self.job.take();
+        self.job_out |= job.is_some();
+        job
+    }
+
+    /// The job came back: its answers are owed, in order, and reading resumes.
+    pub fn job_done(&mut self, answers: Vec<u8>) {
+        self.out.extend_from_slice(&answers);
+        self.job_out = false;
     }
 
     /// Feeds received bytes to the codec and queues the responses; returns
@@ -90,7 +130,23 @@ impl Conn {
             let target = (self.out.capacity() * 2).clamp(needed, self.max_pending.max(needed));
             self.out.reserve_exact(target - self.out.len());
         }
-        match self.codec.decode(bytes, &mut self.out) {
+        let decoded = if self.offloading {
+            let mut answers = Vec::new();
+            let decoded = self.codec.decode_deferred(bytes, &mut answers);
+            let lines = decoded.unwrap_or_else(|too_long| too_long.lines);
+            if !answers.is_empty() {
+                let cost = self.codec.cost();
+                self.job = Some(Job {
+                    answers,
+                    lines,
+                    cost,
+                });
+            }
+            decoded
+        } else {
+            self.codec.decode(bytes, &mut self.out)
+        };
+        match decoded {
             Ok(lines) => lines,
             Err(too_long) => {
                 self.input_over = true;
@@ -171,7 +227,7 @@ impl Conn {
     /// Whether the connection should read: its input is not over, and its
     /// unsent output is under `max_pending` (backpressure).
     pub fn wants_read(&self, max_pending: usize) -> bool {
-        !self.input_over && self.pending() < max_pending
+        !self.input_over && !self.job_out && self.job.is_none() && self.pending() < max_pending
     }
 
     /// How many bytes a read may take without pushing the unsent output over
@@ -192,7 +248,7 @@ impl Conn {
 
     /// Whether the connection has said all it will and can be closed.
     pub fn is_done(&self) -> bool {
-        self.input_over && self.pending() == 0
+        self.input_over && self.pending() == 0 && !self.job_out && self.job.is_none()
     }
 
     /// When the idle timeout (if any) fires, given the last input.
@@ -233,6 +289,25 @@ mod tests {
         assert_eq!(conn.receive(b"ld\n", t0), 1);
         assert_eq!(drain(&mut conn), b"WORLD\n");
         assert!(!conn.is_done());
+    }
+
+    #[test]
+    fn an_offloading_connection_owes_nothing_and_reads_nothing_until_its_job_returns() {
+        let t0 = Instant::now();
+        let config = Config {
+            block: Duration::from_micros(1),
+            ..config()
+        };
+        let mut conn = Conn::new(&config, t0).offloading();
+        assert_eq!(conn.receive(b"a\nb", t0), 1);
+        assert_eq!(conn.pending(), 0, "the answer waits for its cost");
+        let job = conn.take_job().expect("a costly line makes a job");
+        assert!(!conn.wants_read(config.max_pending), "one job at a time");
+        conn.end_of_input(true);
+        assert!(!conn.is_done(), "not while its job is out");
+        conn.job_done(job.run());
+        assert_eq!(drain(&mut conn), b"A\n");
+        assert!(conn.is_done());
     }
 
     #[test]

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use crate::server::config::Config;
 use crate::server::conn::{Conn, Interest};
 use crate::server::listener::{Accepted, Acceptor, ConnPermit};
+use crate::server::offload::Offload;
 use crate::server::shutdown::StopFlag;
 use crate::server::slab::{Key, Slab};
 use crate::server::timers::Timers;
@@ -200,6 +201,8 @@ pub struct Driver {
     memory_return: sys::MemoryReturn,
     /// Whether a stop was requested (the process's flag, or a test's).
     stop: StopFlag,
+    /// `epoll --offload`: the pool that pays for costly requests.
+    offload: Option<Offload>,
 }
 
 impl Driver {
@@ -220,7 +223,34 @@ impl Driver {
             drain_deadline: None,
             memory_return: sys::MemoryReturn::default(),
             stop: StopFlag::process(),
+            offload: None,
         }
+    }
+
+    /// Hands the cost of every connection's requests (`--work-us`,
+    /// `--block-us`) to `pool` instead of paying it on the loop's thread.
+    /// The model watches [`Offload::fd`] and calls
+    /// [`offload_done`](Self::offload_done) when it is readable.
+    pub fn with_offload(mut self, pool: Offload) -> Driver {
+        self.offload = Some(pool);
+        self
+    }
+
+    /// Gives every job the pool has finished back to its connection (a
+    /// connection closed meanwhile is gone, and so are its answers) and
+    /// advances it: its answers go out and it reads again.
+    pub fn offload_done(&mut self) -> io::Result<()> {
+        let Some(pool) = &self.offload else {
+            return Ok(());
+        };
+        for (tag, answers) in pool.completed()? {
+            let token = Token(tag);
+            if let Some(entry) = self.entry_mut(token) {
+                entry.conn.job_done(answers);
+                self.advance(token, Ready::default(), false);
+            }
+        }
+        Ok(())
     }
 
     /// Watches `stop` instead of the process's stop flag (unit tests).
@@ -297,7 +327,10 @@ impl Driver {
     }
 
     fn open_conn(&mut self, socket: OwnedFd, place: ConnPermit) {
-        let conn = Conn::new(&self.config, self.now);
+        let mut conn = Conn::new(&self.config, self.now);
+        if self.offload.is_some() {
+            conn = conn.offloading();
+        }
         let timer = conn.idle_deadline(&self.config);
         let interest = conn.interest(self.config.max_pending, true);
         let fd = socket.as_raw_fd();
@@ -360,6 +393,9 @@ impl Driver {
         entry.writable |= ready.writable;
         entry.read_closed |= ready.read_closed;
         let pumped = pump(entry, scratch, how);
+        if let (Some(pool), Some(job)) = (&self.offload, entry.conn.take_job()) {
+            pool.submit(token.0, job);
+        }
         self.settle(token, pumped);
     }
 

@@ -3,7 +3,8 @@
 //! connection (the blocking-style [`handler`], the [`conn`] state machine
 //! that the readiness [`driver`] and io_uring advance), and the pieces they
 //! share: accepting ([`listener`]), stopping ([`shutdown`]), counting
-//! ([`stats`]), idle timers, the connection table, lent buffers.
+//! ([`stats`]), idle timers, the connection table, lent buffers; and the demo-only
+//! ticket desk ([`tickets`]) that `lab demo race` sells from.
 
 pub mod buffers;
 pub mod config;
@@ -11,9 +12,11 @@ pub mod conn;
 pub mod driver;
 pub mod handler;
 pub mod listener;
+pub mod offload;
 pub mod protocol;
 pub mod readiness_state;
 pub mod shutdown;
 pub mod slab;
 pub mod stats;
+pub mod tickets;
 pub mod timers;

@@ -20,6 +20,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::server::tickets::Tickets;
+
 /// Sent when a line reaches the limit without an LF; then the server closes.
 pub const ERR_LINE_TOO_LONG: &[u8] = b"error: line too long\n";
 /// Sent to a connection that would exceed `MAX_CONNS`; then it is closed.
@@ -39,13 +41,54 @@ pub struct LineTooLong {
     pub lines: u64,
 }
 
+/// What answering one line costs besides framing: stand-ins for the work
+/// a real server does per request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// CPU burned per line (`--work-us`): a busy loop on the calling
+    /// thread, as real request processing would be.
+    pub work_per_line: Duration,
+    /// Time blocked per line (`--block-us`): a sleep, as a blocking call
+    /// (a disk read, a query to another server) would be. The thread waits
+    /// and the CPU is free for others; a single event loop stalls all the
+    /// same.
+    pub block_per_line: Duration,
+}
+
+impl Cost {
+    /// Whether answering costs anything.
+    pub fn is_zero(&self) -> bool {
+        self.work_per_line.is_zero() && self.block_per_line.is_zero()
+    }
+
+    /// Pays for `lines` lines on this thread: the CPU burn, then the sleep.
+    pub fn spend(&self, lines: u64) {
+        if lines == 0 {
+            return;
+        }
+        let lines = u32::try_from(lines).unwrap_or(u32::MAX);
+        if !self.work_per_line.is_zero() {
+            let until = Instant::now() + self.work_per_line.saturating_mul(lines);
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+        if !self.block_per_line.is_zero() {
+            std::thread::sleep(self.block_per_line.saturating_mul(lines));
+        }
+    }
+}
+
 /// The per-connection framing state: the unterminated tail of the input.
 #[derive(Debug)]
 pub struct Codec {
     max_line: usize,
-    /// CPU burned per answered line: a stand-in for the work a real server
-    /// does per request (`--work-us`), zero by default.
-    work_per_line: Duration,
+    /// What answering a line costs besides framing (`--work-us`,
+    /// `--block-us`), nothing by default.
+    cost: Cost,
+    /// The demo-only ticket desk (`--tickets`): `ticket` lines are
+    /// answered with the next number from it.
+    tickets: Option<Tickets>,
     /// Bytes received since the last LF (always fewer than `max_line`).
     partial: Vec<u8>,
 }
@@ -61,7 +104,8 @@ impl Codec {
         assert!(max_line > 0, "max_line must be at least 1");
         Codec {
             max_line,
-            work_per_line: Duration::ZERO,
+            cost: Cost::default(),
+            tickets: None,
             partial: Vec::new(),
         }
     }
@@ -71,19 +115,29 @@ impl Codec {
     /// processing would be: it is how `lab demo head-of-line` shows a slow
     /// request stalling every other client of a single event loop.
     pub fn with_work(mut self, per_line: Duration) -> Self {
-        self.work_per_line = per_line;
+        self.cost.work_per_line = per_line;
         self
     }
 
-    fn work(&self, lines: u64) {
-        if self.work_per_line.is_zero() || lines == 0 {
-            return;
-        }
-        let lines = u32::try_from(lines).unwrap_or(u32::MAX);
-        let until = Instant::now() + self.work_per_line.saturating_mul(lines);
-        while Instant::now() < until {
-            std::hint::spin_loop();
-        }
+    /// The same codec, sleeping `per_line` for every line it answers: a
+    /// blocking call (a disk read, a query to another server) rather than
+    /// work. The thread waits and the CPU is free for others; a single
+    /// event loop stalls all the same (`lab demo head-of-line`).
+    pub fn with_blocking(mut self, per_line: Duration) -> Self {
+        self.cost.block_per_line = per_line;
+        self
+    }
+
+    /// The same codec, selling a ticket for every `ticket` line
+    /// ([`crate::server::tickets`], demo-only).
+    pub fn with_tickets(mut self, tickets: Option<Tickets>) -> Self {
+        self.tickets = tickets;
+        self
+    }
+
+    /// What answering a line costs besides framing.
+    pub fn cost(&self) -> Cost {
+        self.cost
     }
 
     /// Feeds received bytes. Appends to `out` the response to every line
@@ -95,6 +149,33 @@ impl Codec {
     /// been appended to `out` after the responses before it, and any input
     /// after the overlong line is ignored.
     pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<u64, LineTooLong> {
+        let start = out.len();
+        let decoded = self.frame(input, out);
+        if let Some(tickets) = &self.tickets {
+            tickets.stamp(out, start);
+        }
+        if let Ok(lines) = decoded {
+            self.cost.spend(lines);
+        }
+        decoded
+    }
+
+    /// [`decode`](Self::decode) without the slow part: the answers are
+    /// appended, and the caller owes [`cost`](Self::cost) for the lines
+    /// returned before it may send them (`epoll --offload` spends it on a
+    /// pool thread).
+    pub fn decode_deferred(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<u64, LineTooLong> {
+        let start = out.len();
+        let decoded = self.frame(input, out);
+        if let Some(tickets) = &self.tickets {
+            tickets.stamp(out, start);
+        }
+        decoded
+    }
+
+    /// [`decode`](Self::decode) without the slow part: framing and
+    /// upper-casing only.
+    fn frame(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<u64, LineTooLong> {
         let Some(last_lf) = input.iter().rposition(|&b| b == b'\n') else {
             // No line ends here: the input only lengthens the tail.
             if self.partial.len() + input.len() >= self.max_line {
@@ -121,7 +202,6 @@ impl Codec {
             return Err(self.too_long(lines, out));
         }
         self.partial.extend_from_slice(tail);
-        self.work(lines);
         Ok(lines)
     }
 
@@ -169,7 +249,7 @@ impl Codec {
         push_upper(out, &self.partial);
         let had_tail = !self.partial.is_empty();
         self.clear_partial();
-        self.work(had_tail as u64);
+        self.cost.spend(had_tail as u64);
         had_tail
     }
 

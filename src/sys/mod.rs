@@ -198,6 +198,37 @@ pub fn shutdown_read(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RD) };
 }
 
+/// `eventfd(2)`: a counter in the kernel that a poller can watch, readable
+/// while it is not zero. Non-blocking and close-on-exec. The offload pool
+/// ([`crate::server::offload`]) wakes its event loop through one.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain eventfd(2) call; on success we own the new descriptor.
+    let fd = unsafe { syscall!(eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) }?;
+    // SAFETY: `fd` was just returned by eventfd(2) and nobody else has it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `read(2)` of an eventfd: takes its count and sets it back to 0 (so it
+/// is not readable again until the next write); `Ok(0)` if it was 0
+/// (`EAGAIN`). Not counted: it is not on the path of a request the lab's
+/// tables compare, only of `epoll --offload`'s completions.
+pub fn eventfd_take(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut count: u64 = 0;
+    // SAFETY: reads at most 8 bytes into a live, 8-byte stack variable.
+    let got = unsafe {
+        syscall!(read(
+            fd.as_raw_fd(),
+            (&mut count as *mut u64).cast(),
+            std::mem::size_of::<u64>()
+        ))
+    };
+    match got {
+        Ok(_) => Ok(count),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
 /// `write(2)` of 1 to an eventfd, making it readable. Async-signal-safe
 /// (no allocation, no lock, errno left to the caller): for signal handlers.
 pub fn signal_eventfd(fd: RawFd) {

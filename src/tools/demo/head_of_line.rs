@@ -31,17 +31,34 @@ pub const DEMO: Demo = Demo {
     finding,
 };
 
-const WORK_US: u64 = 1000;
-const HOG_REQUESTS: usize = 500;
+/// What each request costs, in microseconds.
+pub(super) const WORK_US: u64 = 1000;
+/// Requests in the hog's batch.
+pub(super) const HOG_REQUESTS: usize = 500;
 
 fn run(stage: &mut Stage, _model: &Model) -> io::Result<Facts> {
-    let addr = stage.start(&["--work-us", &WORK_US.to_string()])?;
+    let (waited, hog_took) = hog_and_probe(stage, &["--work-us", &WORK_US.to_string()])?;
+    let mut facts = Facts::new();
+    facts.insert("work_us".into(), WORK_US.into());
+    facts.insert("hog_requests".into(), HOG_REQUESTS.into());
+    facts.insert("probe_ms".into(), ms(waited).into());
+    facts.insert("hog_ms".into(), ms(hog_took).into());
+    Ok(facts)
+}
+
+/// Starts the server with `extra` (which makes each request cost 1 ms:
+/// `--work-us 1000` or `--block-us 1000`), lets the hog send its batch and
+/// the probe ask one line 50 ms later, and stops the server. Returns how
+/// long the probe waited and how long the hog's batch took. (`lab demo
+/// offload` runs it too.)
+pub(super) fn hog_and_probe(stage: &mut Stage, extra: &[&str]) -> io::Result<(Duration, Duration)> {
+    let addr = stage.start(extra)?;
     let mut hog = Peer::connect(&addr)?;
     let batch: String = (0..HOG_REQUESTS).map(|i| format!("job {i:03}\n")).collect();
     let started = Instant::now();
     std::io::Write::write_all(hog.stream(), batch.as_bytes())?;
     stage.say(format_args!(
-        "the hog sends {HOG_REQUESTS} requests in one write: {} ms of work at {WORK_US} µs each",
+        "the hog sends {HOG_REQUESTS} requests in one write: {} ms at {WORK_US} µs each",
         HOG_REQUESTS as u64 * WORK_US / 1000
     ));
     std::thread::sleep(Duration::from_millis(50));
@@ -63,12 +80,7 @@ fn run(stage: &mut Stage, _model: &Model) -> io::Result<Facts> {
     ));
     drop((hog, probe));
     stage.stop()?;
-    let mut facts = Facts::new();
-    facts.insert("work_us".into(), WORK_US.into());
-    facts.insert("hog_requests".into(), HOG_REQUESTS.into());
-    facts.insert("probe_ms".into(), ms(waited).into());
-    facts.insert("hog_ms".into(), ms(hog_took).into());
-    Ok(facts)
+    Ok((waited, hog_took))
 }
 
 /// One line of the findings, for one measured run.

@@ -40,7 +40,10 @@ mod busy_poll;
 mod c10k;
 mod edge_vs_level;
 mod head_of_line;
+mod herd;
+mod offload;
 mod pool_exhaustion;
+mod race;
 mod second_client;
 mod select_limit;
 mod signal_overflow;
@@ -73,7 +76,7 @@ pub fn all() -> &'static [Demo] {
     &DEMOS
 }
 
-static DEMOS: [Demo; 10] = [
+static DEMOS: [Demo; 13] = [
     second_client::DEMO,
     pool_exhaustion::DEMO,
     busy_poll::DEMO,
@@ -84,6 +87,9 @@ static DEMOS: [Demo; 10] = [
     signal_overflow::DEMO,
     batching::DEMO,
     head_of_line::DEMO,
+    offload::DEMO,
+    race::DEMO,
+    herd::DEMO,
 ];
 
 /// Looks a demo up by name.
