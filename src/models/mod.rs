@@ -130,6 +130,8 @@ pub enum ModelOption {
     NoFixedFiles,
     /// `--send-zc BYTES`: zero-copy sends for answers this large (uring).
     SendZc,
+    /// `--no-bundle`: one provided buffer per receive completion (uring).
+    NoBundle,
     /// `--offload N`: a pool of N threads pays for costly requests (epoll).
     Offload,
     /// `--one-listener`: the workers share one listener (epoll).
@@ -174,6 +176,10 @@ impl ModelOption {
                 .help(
                     "Connections as ordinary descriptors, not direct ones in the ring's file table",
                 ),
+            ModelOption::NoBundle => Arg::new("no-bundle")
+                .long("no-bundle")
+                .action(ArgAction::SetTrue)
+                .help("No receive bundles: one provided buffer per receive completion"),
             ModelOption::SendZc => Arg::new("send-zc")
                 .long("send-zc")
                 .value_name("BYTES")
@@ -215,6 +221,7 @@ impl ModelOption {
             ModelOption::NoMultishot => tuning.no_multishot = args.get_flag("no-multishot"),
             ModelOption::SqPoll => tuning.sqpoll = args.get_flag("sqpoll"),
             ModelOption::NoFixedFiles => tuning.no_fixed_files = args.get_flag("no-fixed-files"),
+            ModelOption::NoBundle => tuning.no_bundle = args.get_flag("no-bundle"),
             ModelOption::SendZc => {
                 tuning.send_zc_min = args.get_one::<u64>("send-zc").map(|&n| n as usize);
             }
@@ -619,12 +626,14 @@ static MODELS: &[Model] = &[
             ModelOption::SqPoll,
             ModelOption::NoFixedFiles,
             ModelOption::SendZc,
+            ModelOption::NoBundle,
         ],
         variants: &[
             &["--no-multishot"],
             &["--no-fixed-files"],
             &["--sqpoll"],
             &["--send-zc", "1"],
+            &["--no-bundle"],
             &["--workers", "2"],
         ],
         listener_per_worker: true,

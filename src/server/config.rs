@@ -86,6 +86,8 @@ pub struct Tuning {
     pub no_fixed_files: bool,
     /// uring: answers of at least this many bytes go out as zero-copy sends.
     pub send_zc_min: Option<usize>,
+    /// uring: no receive bundles (one buffer per completion).
+    pub no_bundle: bool,
     /// epoll: threads in the pool that pays for costly requests (0: none).
     pub offload: usize,
     /// epoll: every worker's loop watches one shared listener (a dup of

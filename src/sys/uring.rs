@@ -119,15 +119,31 @@ const RECVSEND_POLL_FIRST: u16 = 1 << 0;
 /// connection just accepted, which has usually sent nothing yet. (Were the
 /// socket not empty after all, the armed wakeup fires at once: the receive
 /// still happens, one poll round trip later.)
-pub fn poll_first(mut entry: squeue::Entry) -> squeue::Entry {
+pub fn poll_first(entry: squeue::Entry) -> squeue::Entry {
+    or_ioprio(entry, RECVSEND_POLL_FIRST)
+}
+
+/// `IORING_RECVSEND_BUNDLE` (`include/uapi/linux/io_uring.h`).
+const RECVSEND_BUNDLE: u16 = 1 << 4;
+
+/// Makes a `recv` from a buffer group a *bundle* (Linux 6.10): one
+/// completion may fill several provided buffers, one after the other, and
+/// names the first; [`BufRing::take`] finds the rest.
+pub fn bundle(entry: squeue::Entry) -> squeue::Entry {
+    or_ioprio(entry, RECVSEND_BUNDLE)
+}
+
+/// ORs `bits` into an entry's `ioprio`, where a `recv`'s and `send`'s own
+/// flags live.
+fn or_ioprio(mut entry: squeue::Entry, bits: u16) -> squeue::Entry {
     // SAFETY: as in `recv_multi_capped`: the u16 at byte 2 of the 64-byte
-    // entry is `ioprio`; OR-ing a flag keeps the multishot bit already there.
+    // entry is `ioprio`; OR-ing flags keeps those already there.
     unsafe {
         let ioprio = (&mut entry as *mut squeue::Entry)
             .cast::<u8>()
             .add(SQE_IOPRIO_OFFSET)
             .cast::<u16>();
-        ioprio.write_unaligned(ioprio.read_unaligned() | RECVSEND_POLL_FIRST);
+        ioprio.write_unaligned(ioprio.read_unaligned() | bits);
     }
     entry
 }
@@ -216,6 +232,14 @@ impl Drop for Ring {
 /// write into it while we still read it: the type makes that impossible.
 pub struct BufRing {
     entries: *mut BufRingEntry,
+    /// Which buffer sits in each slot of the ring, as we wrote them: the
+    /// kernel takes slots in order from its head, so a completion that
+    /// filled several buffers (a *bundle*) names the first, and the rest
+    /// are the slots after it.
+    slots: Vec<u16>,
+    /// The slot the kernel takes next, as we count: one more for every
+    /// buffer a completion hands us.
+    head: u16,
     // The memory behind `entries` and `buffers`, unmapped when dropped
     // (only inside a `Ring`, after the group is unregistered).
     _entries_memory: Mapping,
@@ -227,11 +251,14 @@ pub struct BufRing {
     group: u16,
 }
 
-/// A provided buffer the kernel filled and handed to us (see [`BufRing`]).
+/// The provided buffers one completion filled and handed to us (see
+/// [`BufRing`]): `count` consecutive slots of the ring from `slot`, holding
+/// `len` bytes in all. One buffer, except for a bundle.
 #[derive(Debug)]
 #[must_use = "a lent buffer must be given back, or the ring runs dry"]
 pub struct LentBuffer {
-    bid: u16,
+    slot: u16,
+    count: u16,
     len: usize,
 }
 
@@ -251,6 +278,8 @@ impl BufRing {
             _entries_memory: entries_memory,
             _buffers_memory: buffers_memory,
             entries,
+            slots: vec![0; count as usize],
+            head: 0,
             count,
             tail: 0,
             buffers,
@@ -276,36 +305,68 @@ impl BufRing {
         self.group
     }
 
-    /// Takes ownership of the buffer a completion named: `bid` from its
-    /// flags, `len` from its result.
+    /// Takes ownership of the buffers a completion filled: the first is
+    /// `bid`, from its flags; `len` is its result. Without bundles that is
+    /// one buffer; a bundle's bytes fill buffers one after the other, so
+    /// it took as many as `len` needs, from the slot the kernel took next.
     ///
     /// # Safety
     ///
     /// `bid` must come from a completion of this ring's group that has not
-    /// been taken before: the kernel has finished writing it and handed it
-    /// over exactly once.
-    pub unsafe fn take(&self, bid: u16, len: usize) -> LentBuffer {
-        assert!(bid < self.count && len <= self.size);
-        LentBuffer { bid, len }
-    }
-
-    /// The bytes the kernel wrote into a lent buffer.
-    pub fn bytes(&self, lent: &LentBuffer) -> &[u8] {
-        // SAFETY: `lent.bid` < count and `lent.len` <= size (checked in
-        // `take`), so the slice lies within the mapping; the kernel wrote it
-        // before the completion and does not touch it while it is lent.
-        unsafe {
-            std::slice::from_raw_parts(self.buffers.add(lent.bid as usize * self.size), lent.len)
+    /// been taken before: the kernel has finished writing it (and the
+    /// buffers after it in a bundle) and handed them over exactly once.
+    pub unsafe fn take(&mut self, bid: u16, len: usize, bundle: bool) -> LentBuffer {
+        let count = if bundle {
+            len.div_ceil(self.size).max(1)
+        } else {
+            1
+        };
+        assert!(bid < self.count && count <= self.count as usize && len <= count * self.size);
+        let slot = self.head;
+        // Completions come in the order the kernel took buffers, so the one
+        // named is the one at our head: if not, our count is wrong, and a
+        // bundle's later buffers would be misnamed.
+        debug_assert_eq!(
+            self.slots[self.index(slot)],
+            bid,
+            "the ring's head moved unseen"
+        );
+        self.head = self.head.wrapping_add(count as u16);
+        LentBuffer {
+            slot,
+            count: count as u16,
+            len,
         }
     }
 
-    /// Gives a lent buffer back to the kernel (visible after `publish`).
+    /// The bytes the kernel wrote into lent buffers, buffer by buffer.
+    pub fn bytes<'a>(&'a self, lent: &'a LentBuffer) -> impl Iterator<Item = &'a [u8]> + 'a {
+        (0..lent.count).map(move |i| {
+            let bid = self.slots[self.index(lent.slot.wrapping_add(i))];
+            let len = (lent.len - i as usize * self.size).min(self.size);
+            // SAFETY: `bid` < count (slots hold only buffer ids we pushed)
+            // and `len` <= size (`take` checked the total), so the slice lies
+            // within the mapping; the kernel wrote it before the completion
+            // and does not touch it while it is lent.
+            unsafe { std::slice::from_raw_parts(self.buffers.add(bid as usize * self.size), len) }
+        })
+    }
+
+    /// Gives lent buffers back to the kernel (visible after `publish`).
     pub fn give_back(&mut self, lent: LentBuffer) {
-        self.push(lent.bid);
+        for i in 0..lent.count {
+            let bid = self.slots[self.index(lent.slot.wrapping_add(i))];
+            self.push(bid);
+        }
+    }
+
+    fn index(&self, slot: u16) -> usize {
+        (slot & (self.count - 1)) as usize
     }
 
     fn push(&mut self, bid: u16) {
-        let slot = (self.tail & (self.count - 1)) as usize;
+        let slot = self.index(self.tail);
+        self.slots[slot] = bid;
         // SAFETY: `slot` < count, inside the entries mapping; the kernel
         // only reads entries between its head and our published tail, and
         // this one lies beyond the published tail.

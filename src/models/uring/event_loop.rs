@@ -27,6 +27,8 @@ use crate::sys::{self, MemoryReturn};
 /// the kernel sent from our pages or copied them; `IORING_NOTIF_USAGE_ZC_COPIED`
 /// is how it says "copied" (`include/uapi/linux/io_uring.h`).
 const SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
+/// The most one bundled receive completion carries: 16 buffers.
+const BUNDLE_MOST: u32 = 16 * BUFFER_SIZE as u32;
 const ZC_COPIED: u32 = 1 << 31;
 
 /// At most this many looks at the completion queue before idle timers are
@@ -336,11 +338,12 @@ impl<'a> Loop<'a> {
 
     fn received(&mut self, key: Key, result: i32, flags: u32) {
         let now = self.now;
+        let bundle = self.features.bundle;
         let lent = cqueue::buffer_select(flags).and_then(|bid| {
-            let buffers = self.ring.buffers()?;
+            let buffers = self.ring.buffers_mut()?;
             // SAFETY: the bid comes from this completion, which hands the
-            // buffer over once; it is taken here and nowhere else.
-            Some(unsafe { buffers.take(bid, result.max(0) as usize) })
+            // buffers over once; they are taken here and nowhere else.
+            Some(unsafe { buffers.take(bid, result.max(0) as usize, bundle) })
         });
         let Some(session) = self.sessions.get_mut(key) else {
             // A stale completion: still return the buffer it took.
@@ -360,7 +363,10 @@ impl<'a> Loop<'a> {
                 counters::add(Counter::BytesIn, n as u64);
                 let lines = match (lent, self.ring.buffers_mut()) {
                     (Some(lent), Some(buffers)) => {
-                        let lines = session.conn.receive(buffers.bytes(&lent), now);
+                        let lines = buffers
+                            .bytes(&lent)
+                            .map(|bytes| session.conn.receive(bytes, now))
+                            .sum();
                         buffers.give_back(lent);
                         lines
                     }
@@ -508,7 +514,12 @@ impl<'a> Loop<'a> {
                 // At most the room left under MAX_PENDING, then it ends and
                 // is armed again with the room there is then: the bound
                 // holds exactly, with no cancel racing the kernel.
-                ring::recv_multi_capped(fd, group, room, room.min(BUFFER_SIZE as u32))
+                let per_recv = if features.bundle {
+                    BUNDLE_MOST
+                } else {
+                    BUFFER_SIZE as u32
+                };
+                ring::recv_multi_capped(fd, group, room, room.min(per_recv))
             } else if features.multishot {
                 opcode::RecvMulti::new(fd, group).build()
             } else {
@@ -520,6 +531,11 @@ impl<'a> Loop<'a> {
             // A connection just accepted has most likely sent nothing yet.
             let entry = if session.fresh {
                 ring::poll_first(entry)
+            } else {
+                entry
+            };
+            let entry = if features.bundle && features.multishot {
+                ring::bundle(entry)
             } else {
                 entry
             };
@@ -712,6 +728,7 @@ mod tests {
             recv_capped: false,
             direct: false,
             send_zc_min: None,
+            bundle: false,
         };
         Loop::new(Ring::new(ring), listener, config, features)
     }

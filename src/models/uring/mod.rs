@@ -109,6 +109,10 @@
 //! ## Options
 //!
 //! - `--no-fixed-files`: connections as ordinary descriptors.
+//! - `--no-bundle`: one provided buffer per receive completion. By default
+//!   a receive is a *bundle* (Linux 6.10): when more bytes wait than one
+//!   4 KiB buffer holds, one completion fills several buffers in the
+//!   ring's order and names the first; `BufRing::take` counts the rest.
 //! - `--no-multishot`: single-shot accept and recv, per-connection buffers
 //!   (what a pre-6.0 kernel would get; forced here so it is tested).
 //! - `--send-zc BYTES`: answers of at least BYTES go out as zero-copy

@@ -35,6 +35,9 @@ pub struct Features {
     /// Answers of at least this many bytes go out zero-copy (`SEND_ZC`,
     /// Linux 6.0; usage reports 6.2): `--send-zc`.
     pub send_zc_min: Option<usize>,
+    /// A receive completion may carry several provided buffers (bundles,
+    /// Linux 6.10); off with `--no-bundle`.
+    pub bundle: bool,
 }
 
 impl Features {
@@ -49,6 +52,7 @@ impl Features {
                 .tuning
                 .send_zc_min
                 .filter(|_| sys::kernel_at_least(6, 2)),
+            bundle: !config.tuning.no_bundle && multishot && sys::kernel_at_least(6, 10),
         }
     }
 
@@ -67,6 +71,9 @@ impl Features {
         }
         if self.send_zc_min.is_some() {
             parts.push("zero-copy sends");
+        }
+        if self.bundle {
+            parts.push("receive bundles");
         }
         parts.push(if sqpoll {
             "SQPOLL"
