@@ -536,6 +536,8 @@ const NOT_OURS: &[&str] = &[
     "set_robust_list",
     "eventpoll_epi",
     "sock_inode_cache",
+    // A kernel function: the callback epoll hangs on a socket's wait queue.
+    "ep_poll_callback",
     // io_uring flags named without their prefix, and a kernel constant.
     "DEFER_TASKRUN",
     "EXT_ARG",
