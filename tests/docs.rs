@@ -542,6 +542,8 @@ const NOT_OURS: &[&str] = &[
     "tcp_sendmsg",
     // The io-uring crate's name for a registered buffer's index.
     "buf_index",
+    // A kernel function: the callback epoll hangs on a socket's wait queue.
+    "ep_poll_callback",
     // io_uring flags named without their prefix, and a kernel constant.
     "DEFER_TASKRUN",
     "EXT_ARG",
