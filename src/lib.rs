@@ -24,7 +24,9 @@
 //!            (the limits), handler (the blocking-style connection), conn +
 //!            driver (the state-machine connection and the readiness loop's
 //!            body), listener (accept, MAX_CONNS, EMFILE), shutdown (signals
-//!            and the drain), stats (the summary), slab, timers, buffers.
+//!            and the drain), stats (the summary), slab, timers, buffers,
+//!            offload (a thread pool behind an event loop), tickets (the
+//!            demo-only shared counter of `lab demo race`).
 //! sys/       every system call on the hot path, counted, each `unsafe`
 //!            argued; shared memory for the process models.
 //! ```

@@ -282,6 +282,18 @@ fn a_shared_listener_wakes_every_epoll_and_nothing_else_does() {
         number(reuseport, "busiest_worker_served") < 20.0,
         "{reuseport}"
     );
+    // Closing one SO_REUSEPORT listener resets the connections queued on
+    // it (16 split by hash between two: all on one side has odds of 2 in
+    // 2^16); the other's stay. Unless the kernel migrates them.
+    let migrate = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req");
+    if migrate.map_or(true, |v| v.trim() == "0") {
+        let (reset, kept) = (
+            number(reuseport, "closed_listener_reset"),
+            number(reuseport, "open_listener_accepted"),
+        );
+        assert!(reset > 0.0 && kept > 0.0, "{reuseport}");
+        assert_eq!(reset + kept, 16.0, "{reuseport}");
+    }
 }
 
 #[test]

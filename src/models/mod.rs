@@ -580,6 +580,7 @@ static MODELS: &[Model] = &[
             &["--edge"],
             &["--workers", "2"],
             &["--offload", "2", "--block-us", "10"],
+            &["--workers", "2", "--one-listener", "--exclusive"],
         ],
         listener_per_worker: true,
         counts_syscalls: true,

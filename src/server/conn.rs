@@ -111,10 +111,15 @@ impl Conn {
         job
     }
 
-    /// The job came back: its answers are owed, in order, and reading resumes.
-    pub fn job_done(&mut self, answers: Vec<u8>) {
+    /// The job came back at `now`: its answers are owed, in order, and
+    /// reading resumes. The idle clock starts again: the client could not
+    /// be expected to send while its connection was not being read. (A
+    /// job longer than the idle timeout itself still times the connection
+    /// out; such a cost is not a request's any more.)
+    pub fn job_done(&mut self, answers: Vec<u8>, now: Instant) {
         self.out.extend_from_slice(&answers);
         self.job_out = false;
+        self.last_input = now;
     }
 
     /// Feeds received bytes to the codec and queues the responses; returns
@@ -305,7 +310,7 @@ mod tests {
         assert!(!conn.wants_read(config.max_pending), "one job at a time");
         conn.end_of_input(true);
         assert!(!conn.is_done(), "not while its job is out");
-        conn.job_done(job.run());
+        conn.job_done(job.run(), t0);
         assert_eq!(drain(&mut conn), b"A\n");
         assert!(conn.is_done());
     }

@@ -243,10 +243,12 @@ impl Driver {
         let Some(pool) = &self.offload else {
             return Ok(());
         };
-        for (tag, answers) in pool.completed()? {
+        let done = pool.completed()?;
+        let now = Instant::now();
+        for (tag, answers) in done {
             let token = Token(tag);
             if let Some(entry) = self.entry_mut(token) {
-                entry.conn.job_done(answers);
+                entry.conn.job_done(answers, now);
                 self.advance(token, Ready::default(), false);
             }
         }

@@ -28,7 +28,9 @@
 //!   (the demo counts connections per worker), and a closed listener
 //!   takes the connections queued on it down with it (they are reset),
 //!   which is why a graceful restart with `SO_REUSEPORT` needs care
-//!   (Linux 5.14's `tcp_migrate_req`, or a BPF program that steers).
+//!   (Linux 5.14's `tcp_migrate_req`, or a BPF program that steers). The
+//!   `epoll --workers 4` run ends by showing that on two listeners of the
+//!   demo's own ([`close_one_reuseport_listener`]).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -93,12 +95,21 @@ fn run(stage: &mut Stage, model: &Model) -> io::Result<Facts> {
         before = after;
     }
     stage.stop()?;
+    let mut facts = Facts::new();
+    if model.name == "epoll" && !stage.has_flag("--one-listener") {
+        let (reset, accepted) = close_one_reuseport_listener()?;
+        stage.say(format_args!(
+            "two SO_REUSEPORT listeners of the demo's own, {QUEUED} connections queued on them: \
+             closing one reset {reset}; the other still had {accepted} to accept"
+        ));
+        facts.insert("closed_listener_reset".into(), reset.into());
+        facts.insert("open_listener_accepted".into(), accepted.into());
+    }
     let per_connection = woken_total as f64 / CONNECTIONS as f64;
     let counts: Vec<usize> = served.values().copied().collect();
     stage.say(format_args!(
         "{per_connection:.2} workers woke per connection; connections served per worker: {counts:?}"
     ));
-    let mut facts = Facts::new();
     facts.insert("workers".into(), workers.into());
     facts.insert("connections".into(), CONNECTIONS.into());
     facts.insert("woken_per_connection".into(), per_connection.into());
@@ -108,6 +119,52 @@ fn run(stage: &mut Stage, model: &Model) -> io::Result<Facts> {
         counts.iter().copied().max().unwrap_or(0).into(),
     );
     Ok(facts)
+}
+
+/// Connections queued on the two listeners of [`close_one_reuseport_listener`].
+pub const QUEUED: usize = 16;
+
+/// Shows what the `SO_REUSEPORT` paragraph of the module doc says, on
+/// sockets of the demo's own (a model drains all its listeners at once,
+/// so it never meets this): binds two listeners to one port with
+/// `SO_REUSEPORT`, connects [`QUEUED`] clients, which the kernel
+/// completes into the two accept queues by hash, closes one listener
+/// without accepting, and counts the clients reset and the connections
+/// still waiting on the other listener. (With `net.ipv4.tcp_migrate_req`
+/// set to 1, Linux 5.14 and later move them to the other listener instead.)
+fn close_one_reuseport_listener() -> io::Result<(usize, usize)> {
+    use socket2::{Domain, Socket, Type};
+    let listen = |addr: &std::net::SocketAddr| -> io::Result<Socket> {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&(*addr).into())?;
+        socket.listen(QUEUED as i32)?;
+        Ok(socket)
+    };
+    let first = listen(&"127.0.0.1:0".parse().expect("a valid address"))?;
+    let addr = first
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("not an IP listener"))?;
+    let second = listen(&addr)?;
+    let mut clients = (0..QUEUED)
+        .map(|_| std::net::TcpStream::connect(addr))
+        .collect::<io::Result<Vec<_>>>()?;
+    drop(first);
+    let mut reset = 0;
+    for client in &mut clients {
+        client.set_read_timeout(Some(Duration::from_millis(50)))?;
+        match client.read(&mut [0u8; 1]) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => reset += 1,
+            _ => {}
+        }
+    }
+    second.set_nonblocking(true)?;
+    let mut accepted = 0;
+    while second.accept().is_ok() {
+        accepted += 1;
+    }
+    Ok((reset, accepted))
 }
 
 /// One client: connects, asks a line, half-closes and reads to the end,
