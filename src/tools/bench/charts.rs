@@ -431,7 +431,7 @@ fn frame<'a>(
     let (plot, bottom) = rest.split_vertically(height - foot);
     top.draw_text(
         title,
-        &("sans-serif", 15, FontStyle::Bold)
+        &("sans-serif", 17, FontStyle::Bold)
             .into_font()
             .color(&BLACK),
         (10, 8),
@@ -446,11 +446,11 @@ fn frame<'a>(
         } else {
             top.draw(&Rectangle::new([(x, 34), (x + 12, 46)], colour.filled()))?;
         }
-        top.draw_text(name, &font(12), (x + 20, 34))?;
-        x += 36 + 7 * name.chars().count() as i32;
+        top.draw_text(name, &font(13), (x + 20, 34))?;
+        x += 36 + 8 * name.chars().count() as i32;
     }
     for (i, line) in note_lines.iter().enumerate() {
-        bottom.draw_text(line, &font(11).color(&GREY), (10, 4 + 15 * i as i32))?;
+        bottom.draw_text(line, &font(12).color(&GREY), (10, 4 + 15 * i as i32))?;
     }
     Ok(plot)
 }
@@ -485,11 +485,11 @@ impl Bars {
     fn draw(&self) -> Result<String, Failure> {
         let rows = self.categories.len().max(1);
         let k = self.series.len().max(1);
-        let bar = if k == 1 { 18 } else { 13 };
+        let bar = if k == 1 { 20 } else { 14 };
         let group = (k * bar + 10) as u32;
-        let mut note = wrap(&self.note, 118);
+        let mut note = wrap(&self.note, 108);
         if let Some(reference) = &self.reference {
-            note.extend(wrap(&format!("Dashed line: {}.", reference.label), 118));
+            note.extend(wrap(&format!("Dashed line: {}.", reference.label), 108));
         }
         let legend: Vec<(String, RGBColor, bool)> = if k > 1 {
             self.series
@@ -521,7 +521,7 @@ impl Bars {
                 .margin_left(8)
                 .margin_right(16)
                 .x_label_area_size(40)
-                .y_label_area_size(92);
+                .y_label_area_size(100);
             let unit = if log {
                 format!("{} (log scale)", self.unit)
             } else {
@@ -560,8 +560,8 @@ impl Bars {
             .x_labels(8)
             .x_label_formatter(&|v: &f64| human(*v))
             .x_desc(unit)
-            .axis_desc_style(font(12))
-            .label_style(font(11))
+            .axis_desc_style(font(13))
+            .label_style(font(12))
             .light_line_style(RGBColor(235, 235, 235))
             .bold_line_style(RGBColor(205, 205, 205))
             .draw()?;
@@ -574,7 +574,7 @@ impl Bars {
                     + Text::new(
                         name.clone(),
                         (-8, 0),
-                        font(12).pos(Pos::new(HPos::Right, VPos::Center)),
+                        font(13).pos(Pos::new(HPos::Right, VPos::Center)),
                     ),
             ))?;
         }
@@ -596,7 +596,7 @@ impl Bars {
                                 + Text::new(
                                     (self.format)(v),
                                     (4, 0),
-                                    font(10).pos(Pos::new(HPos::Left, VPos::Center)),
+                                    font(11).pos(Pos::new(HPos::Left, VPos::Center)),
                                 ),
                         ))?;
                     }
@@ -606,7 +606,7 @@ impl Bars {
                                 + Text::new(
                                     why.clone(),
                                     (4, 0),
-                                    font(10)
+                                    font(11)
                                         .color(&GREY)
                                         .pos(Pos::new(HPos::Left, VPos::Center)),
                                 ),
@@ -627,7 +627,7 @@ impl Bars {
                     + Text::new(
                         "Go (not measured here)",
                         (4, 2),
-                        font(10)
+                        font(11)
                             .color(&RGBColor(200, 0, 0))
                             .pos(Pos::new(HPos::Left, VPos::Top)),
                     ),
@@ -639,7 +639,7 @@ impl Bars {
 
 impl Lines {
     fn draw(&self) -> Result<String, Failure> {
-        let note = wrap(&self.note, 118);
+        let note = wrap(&self.note, 108);
         let legend: Vec<(String, RGBColor, bool)> = self
             .lines
             .iter()
@@ -659,7 +659,7 @@ impl Lines {
                 .margin_left(8)
                 .margin_right(24)
                 .x_label_area_size(40)
-                .y_label_area_size(64);
+                .y_label_area_size(70);
             let y_desc = if log {
                 format!("{} (log scale)", self.y)
             } else {
@@ -674,11 +674,14 @@ impl Lines {
                         .y_label_formatter(&|v: &f64| human(*v))
                         .x_desc(self.x.as_str())
                         .y_desc(y_desc.as_str())
-                        .axis_desc_style(font(12))
-                        .label_style(font(11))
+                        .axis_desc_style(font(13))
+                        .label_style(font(12))
                         .light_line_style(RGBColor(235, 235, 235))
                         .bold_line_style(RGBColor(205, 205, 205))
                         .draw()?;
+                    // The last point's value, unless it would sit on
+                    // another line's label (the grid gives it then).
+                    let mut labelled: Vec<f64> = Vec::new();
                     for (i, (_, points)) in self.lines.iter().enumerate() {
                         let colour = COLOURS[i % COLOURS.len()];
                         chart.draw_series(LineSeries::new(
@@ -688,13 +691,17 @@ impl Lines {
                         chart.draw_series(
                             points.iter().map(|&p| Circle::new(p, 4, colour.filled())),
                         )?;
-                        if let Some(&(x, y)) = points.last() {
+                        let last = points
+                            .last()
+                            .filter(|(_, y)| !labelled.iter().any(|l| (l / y).max(y / l) < 1.3));
+                        if let Some(&(x, y)) = last {
+                            labelled.push(y);
                             chart.draw_series(std::iter::once(
                                 EmptyElement::at((x, y))
                                     + Text::new(
                                         value(y),
                                         (-6, -6),
-                                        font(10).pos(Pos::new(HPos::Right, VPos::Bottom)),
+                                        font(11).pos(Pos::new(HPos::Right, VPos::Bottom)),
                                     ),
                             ))?;
                         }
