@@ -814,6 +814,56 @@ fn human(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tools::load::LoadReport;
+
+    fn row(model: &str, run: &str, kib: Option<f64>, skipped: Option<&str>) -> Row {
+        Row {
+            model: model.into(),
+            run: run.into(),
+            skipped: skipped.map(Into::into),
+            load: skipped.is_none().then(LoadReport::default),
+            cpu_us_per_request: kib.map(|_| 9.5),
+            kib_per_conn: kib,
+            ..Row::default()
+        }
+    }
+
+    #[test]
+    fn a_model_that_could_not_run_is_written_not_drawn_as_zero() {
+        let report = BenchReport {
+            rows: vec![
+                row("epoll", "c10k", Some(0.16), None),
+                row(
+                    "select",
+                    "c10k",
+                    None,
+                    Some("cannot hold 10100 connections: FD_SETSIZE (at most 1016)"),
+                ),
+            ],
+            ..BenchReport::default()
+        };
+        let charts = render(&report).unwrap();
+        let names: Vec<&str> = charts.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "cpu-per-request.svg",
+                "syscalls-per-request.svg",
+                "memory.svg",
+                "latency.svg",
+                "throughput.svg"
+            ]
+        );
+        let memory = &charts[2].svg;
+        assert!(memory.contains("not run: cannot hold 10,100 connections"));
+        assert!(memory.contains("\n0.16\n"), "epoll's bar carries its value");
+        assert!(memory.contains("Go (not measured here)"));
+        // One bar, epoll's, beside the background: none for select, not
+        // even one of height zero.
+        assert_eq!(memory.matches("<rect").count() - 1, 1, "{memory}");
+        // The same report renders to the same bytes (the book compares them).
+        assert_eq!(render(&report).unwrap(), charts);
+    }
 
     #[test]
     fn a_reason_reads_short_with_its_number() {

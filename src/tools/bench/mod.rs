@@ -16,6 +16,14 @@
 //! | `pipeline` | 100 | 16 | 0 | batching: many requests per syscall |
 //! | `c10k` | 100 | 1 | 10,000 | memory per connection; cost of idle ones |
 //!
+//! Two more scenarios sweep one quantity, for a curve rather than a bar
+//! (`lab bench --sweep idle,load`, see [`charts`]):
+//!
+//! | scenario | runs | what it shows |
+//! |---|---|---|
+//! | `sweep-idle` | 100 busy beside 0, 1,000, 2,500, 5,000, 10,000 idle | CPU per request: O(n) waits against O(ready) |
+//! | `sweep-load` | 1, 10, 100, 1,000 busy, depth 1 | syscalls per request: how far each model batches |
+//!
 //! A model that cannot hold a run's connections by its nature (the
 //! iterative server, a pool smaller than the clients, `select` past 1,024)
 //! is reported as such with the reason, never dropped quietly.
