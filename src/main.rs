@@ -18,14 +18,30 @@ fn bench(args: &ArgMatches) -> Result<(), String> {
         println!("report and charts redrawn in {}", dir.display());
         return book(dir, cli.book.as_deref());
     }
-    let models = if cli.models.is_empty() {
-        models::all().iter().map(|m| m.name.to_string()).collect()
-    } else {
+    let sweeping = !cli.sweep.is_empty();
+    let scenarios = match sweeping {
+        true => cli.sweep.iter().map(|s| format!("sweep-{s}")).collect(),
+        false => cli.scenarios,
+    };
+    let models = if !cli.models.is_empty() {
         cli.models
+    } else if sweeping {
+        // The models the sweeps name, in the lab's teaching order.
+        let named: Vec<&str> = scenarios
+            .iter()
+            .flat_map(|s| iolab::tools::bench::sweep_models(s))
+            .copied()
+            .collect();
+        models::all()
+            .iter()
+            .filter(|m| named.contains(&m.name))
+            .map(|m| m.name.to_string())
+            .collect()
+    } else {
+        models::all().iter().map(|m| m.name.to_string()).collect()
     };
     // The load generator runs in this process: the largest run must fit.
-    let largest = cli
-        .scenarios
+    let largest = scenarios
         .iter()
         .filter_map(|name| iolab::tools::bench::scenario(name))
         .flatten()
@@ -41,7 +57,7 @@ fn bench(args: &ArgMatches) -> Result<(), String> {
         .collect::<Vec<_>>();
     let args = iolab::tools::bench::BenchArgs {
         models,
-        scenarios: cli.scenarios,
+        scenarios,
         duration: cli.duration,
         warmup: cli.warmup,
         out: cli.out,

@@ -718,6 +718,27 @@ fn the_committed_book_tables_are_current() {
                 commands.insert(command.clone());
             }
         }
+        // The charts are drawn from the report alone (no font is measured,
+        // no date written), so they are compared byte for byte too.
+        let charts = iolab::tools::bench::charts::render(&report).unwrap();
+        for chart in &charts {
+            let path = folder.join("charts").join(&chart.name);
+            if std::fs::read_to_string(&path).unwrap_or_default() != chart.svg {
+                stale.push(format!("{out}/charts/{}", chart.name));
+                commands.insert(command.clone());
+            }
+        }
+        for entry in std::fs::read_dir(folder.join("charts"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !charts.iter().any(|c| c.name == name) {
+                stale.push(format!("{out}/charts/{name} (no longer made)"));
+                commands.insert(command.clone());
+            }
+        }
         for entry in std::fs::read_dir(folder).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();

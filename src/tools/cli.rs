@@ -17,6 +17,13 @@ pub struct BenchCli {
     /// Scenarios: rr (1, 100, 1000 conns), pipeline (100 conns, depth 16), c10k
     #[arg(long, value_delimiter = ',', default_value = "rr,pipeline,c10k")]
     pub scenarios: Vec<String>,
+    /// Instead of the scenarios, sweep one quantity and draw a measure
+    /// against it, comma-separated: idle (100 busy connections beside 0 to
+    /// 10,000 idle ones, CPU per request; models nonblocking, poll, epoll,
+    /// uring) and load (1 to 1,000 busy connections, syscalls per request;
+    /// models epoll, uring). Without --models, every model a sweep names.
+    #[arg(long, value_delimiter = ',', value_parser = ["idle", "load"], conflicts_with = "scenarios")]
+    pub sweep: Vec<String>,
     /// Seconds measured per run.
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     pub duration: std::time::Duration,

@@ -22,7 +22,8 @@ pub(super) fn us(v: f64) -> String {
     }
 }
 
-pub(super) fn markdown(report: &BenchReport) -> String {
+/// The report as Markdown, showing the `charts` written beside it.
+pub(super) fn markdown(report: &BenchReport, charts: &[String]) -> String {
     let m = &report.machine;
     let mut md = String::new();
     md.push_str("# lab bench report\n\n");
@@ -70,8 +71,10 @@ pub(super) fn markdown(report: &BenchReport) -> String {
             (None, None) => {}
         }
     }
-    md.push_str(
-        "\n![throughput](throughput.svg)\n\n![latency](latency.svg)\n\n![memory](memory.svg)\n",
-    );
+    md.push('\n');
+    for chart in charts {
+        let alt = chart.trim_end_matches(".svg").replace('-', " ");
+        md.push_str(&format!("\n![{alt}]({chart})\n"));
+    }
     md
 }

@@ -16,6 +16,14 @@
 //! | `pipeline` | 100 | 16 | 0 | batching: many requests per syscall |
 //! | `c10k` | 100 | 1 | 10,000 | memory per connection; cost of idle ones |
 //!
+//! Two more scenarios sweep one quantity, for a curve rather than a bar
+//! (`lab bench --sweep idle,load`, see [`charts`]):
+//!
+//! | scenario | runs | what it shows |
+//! |---|---|---|
+//! | `sweep-idle` | 100 busy beside 0, 1,000, 2,500, 5,000, 10,000 idle | CPU per request: O(n) waits against O(ready) |
+//! | `sweep-load` | 1, 10, 100, 1,000 busy, depth 1 | syscalls per request: how far each model batches |
+//!
 //! A model that cannot hold a run's connections by its nature (the
 //! iterative server, a pool smaller than the clients, `select` past 1,024)
 //! is reported as such with the reason, never dropped quietly.
@@ -93,17 +101,61 @@ pub fn scenario(name: &str) -> Option<&'static [Run]> {
         depth: 1,
         idle: 10_000,
     }];
+    // The sweeps: one quantity varied, everything else held, so that a
+    // measure can be drawn against it as a curve.
+    const fn busy(name: &'static str, idle: usize) -> Run {
+        Run {
+            name,
+            conns: 100,
+            depth: 1,
+            idle,
+        }
+    }
+    const SWEEP_IDLE: &[Run] = &[
+        busy("idle-0", 0),
+        busy("idle-1000", 1000),
+        busy("idle-2500", 2500),
+        busy("idle-5000", 5000),
+        busy("idle-10000", 10_000),
+    ];
+    const fn clients(name: &'static str, conns: usize) -> Run {
+        Run {
+            name,
+            conns,
+            depth: 1,
+            idle: 0,
+        }
+    }
+    const SWEEP_LOAD: &[Run] = &[
+        clients("conns-1", 1),
+        clients("conns-10", 10),
+        clients("conns-100", 100),
+        clients("conns-1000", 1000),
+    ];
     match name {
         "rr" => Some(RR),
         "pipeline" => Some(PIPELINE),
         "c10k" => Some(C10K),
+        "sweep-idle" => Some(SWEEP_IDLE),
+        "sweep-load" => Some(SWEEP_LOAD),
         _ => None,
+    }
+}
+
+/// The models a sweep compares unless told otherwise: `sweep-idle` the
+/// four ways of waiting whose cost may grow with idle connections
+/// (O(n) scans against O(ready)), `sweep-load` the two that can batch.
+pub fn sweep_models(sweep: &str) -> &'static [&'static str] {
+    match sweep {
+        "sweep-idle" => &["nonblocking", "poll", "epoll", "uring"],
+        "sweep-load" => &["epoll", "uring"],
+        _ => &[],
     }
 }
 
 /// The run of any scenario called `name` (`rr-100`, `c10k`).
 pub fn run_named(name: &str) -> Option<Run> {
-    ["rr", "pipeline", "c10k"]
+    ["rr", "pipeline", "c10k", "sweep-idle", "sweep-load"]
         .into_iter()
         .filter_map(scenario)
         .flatten()
@@ -163,7 +215,7 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
         for scenario_name in &args.scenarios {
             let runs = scenario(scenario_name).ok_or_else(|| {
                 io::Error::other(format!(
-                    "no scenario named {scenario_name} (rr, pipeline, c10k)"
+                    "no scenario named {scenario_name} (rr, pipeline, c10k, sweep-idle, sweep-load)"
                 ))
             })?;
             chosen.push((contender.clone(), runs));
@@ -375,8 +427,8 @@ fn measure_running(
 pub fn rerender(dir: &Path) -> io::Result<()> {
     let json = std::fs::read_to_string(dir.join("report.json"))?;
     let report: BenchReport = serde_json::from_str(&json).map_err(io::Error::other)?;
-    std::fs::write(dir.join("report.md"), markdown(&report))?;
-    crate::tools::bench::charts::write_all(&report, dir)
+    let charts = charts::write_all(&report, dir)?;
+    std::fs::write(dir.join("report.md"), markdown(&report, &charts))
 }
 
 fn write_report(report: &BenchReport, out: &Path) -> io::Result<()> {
@@ -384,6 +436,6 @@ fn write_report(report: &BenchReport, out: &Path) -> io::Result<()> {
         out.join("report.json"),
         serde_json::to_string_pretty(report).map_err(io::Error::other)?,
     )?;
-    std::fs::write(out.join("report.md"), markdown(report))?;
-    crate::tools::bench::charts::write_all(report, out)
+    let charts = charts::write_all(report, out)?;
+    std::fs::write(out.join("report.md"), markdown(report, &charts))
 }
