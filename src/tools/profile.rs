@@ -153,6 +153,11 @@ pub struct ProfileReport {
     pub summary: Summary,
     /// Where the samples fell.
     pub split: Split,
+    /// The same, as the line printed.
+    pub split_line: String,
+    /// Server CPU (user and system, by getrusage, warm-up included) per
+    /// request answered, in µs.
+    pub cpu_us_per_request: f64,
 }
 
 /// What to tell a user whose machine cannot profile, or `None` if it can
@@ -279,7 +284,10 @@ pub fn run(args: &ProfileArgs) -> io::Result<ProfileReport> {
         pinning,
         model,
         load,
+        cpu_us_per_request: (summary.cpu_user_s + summary.cpu_sys_s) * 1e6
+            / summary.requests.max(1) as f64,
         summary,
+        split_line: split.line(),
         split,
     };
     std::fs::write(
@@ -427,8 +435,6 @@ fn classify(frame: &str, exe: &str) -> Class {
 impl ProfileReport {
     /// `profile.md`: what was run, where, with what load, and the split.
     pub fn markdown(&self) -> String {
-        let requests = self.summary.requests.max(1) as f64;
-        let cpu = self.summary.cpu_user_s + self.summary.cpu_sys_s;
         format!(
             "# lab profile {model}\n\n\
              - command: `{command}`\n\
@@ -461,7 +467,7 @@ impl ProfileReport {
             errors = self.load.errors,
             user = self.summary.cpu_user_s,
             sys = self.summary.cpu_sys_s,
-            per = cpu * 1e6 / requests,
+            per = self.cpu_us_per_request,
             line = self.split.line(),
         )
     }
