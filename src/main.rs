@@ -174,7 +174,7 @@ fn profile(args: &ArgMatches) -> Result<(), String> {
         idle: cli.idle,
         duration: cli.duration,
         warmup: cli.warmup,
-        freq: cli.freq as u32,
+        freq: cli.freq,
         call_graph: cli.call_graph,
         out: cli.out,
         command: command.join(" "),

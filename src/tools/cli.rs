@@ -157,8 +157,8 @@ pub struct ProfileCli {
     #[arg(long, default_value = "1", value_parser = parse_secs)]
     pub warmup: std::time::Duration,
     /// Samples per second (perf's -F).
-    #[arg(long, default_value = "999", value_parser = parse_positive)]
-    pub freq: usize,
+    #[arg(long, default_value = "999", value_parser = clap::value_parser!(u32).range(1..))]
+    pub freq: u32,
     /// How perf unwinds stacks: fp (frame pointers, what -g means) or
     /// dwarf (whole user-space stacks, a far larger perf.data).
     #[arg(long, default_value = "fp", value_parser = ["fp", "dwarf"])]
