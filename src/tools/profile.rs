@@ -274,7 +274,15 @@ pub fn run(args: &ProfileArgs) -> io::Result<ProfileReport> {
     let load = load?;
     let summary = summary?;
 
-    let split = fold_and_draw(&data, &args.out, &model, &args.lab)?;
+    let idle = match args.idle {
+        0 => String::new(),
+        idle => format!(" (+{idle} idle)"),
+    };
+    let title = format!(
+        "lab {model}, {} connections{idle}, depth {}: where the CPU goes",
+        args.conns, args.depth
+    );
+    let split = fold_and_draw(&data, &args.out, &title, &args.lab)?;
     let report = ProfileReport {
         command: args.command.clone(),
         perf_command,
@@ -326,7 +334,7 @@ fn perf_record_args(args: &ProfileArgs, pids: &str, data: &Path) -> Vec<String> 
 
 /// `perf script` on the samples, classified ([`Split`]) and folded on the
 /// way through, then drawn.
-fn fold_and_draw(data: &Path, out: &Path, model: &str, lab: &Path) -> io::Result<Split> {
+fn fold_and_draw(data: &Path, out: &Path, title: &str, lab: &Path) -> io::Result<Split> {
     let mut script = Command::new("perf")
         .args(["script", "-i"])
         .arg(data)
@@ -352,7 +360,7 @@ fn fold_and_draw(data: &Path, out: &Path, model: &str, lab: &Path) -> io::Result
     std::fs::write(out.join("stacks.folded"), &folded)?;
 
     let mut options = inferno::flamegraph::Options::default();
-    options.title = format!("lab {model}: where the CPU goes");
+    options.title = title.to_string();
     options.subtitle = Some(split.line());
     options.colors =
         inferno::flamegraph::color::Palette::Multi(inferno::flamegraph::color::MultiPalette::Java);
