@@ -43,6 +43,7 @@ fn without_perf_it_says_what_to_install_and_fails() {
         "a flame graph was written without perf"
     );
     let _ = std::fs::remove_dir_all(&empty);
+    let _ = std::fs::remove_dir_all(out.parent().expect("out has a parent"));
 }
 
 #[test]
