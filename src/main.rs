@@ -169,6 +169,42 @@ fn attack(args: &ArgMatches) -> Result<(), String> {
     }
 }
 
+fn profile(args: &ArgMatches) -> Result<(), String> {
+    let cli = cli::ProfileCli::from_arg_matches(args).map_err(|e| e.to_string())?;
+    let model: Vec<String> = cli.model.split_whitespace().map(String::from).collect();
+    let name = model.first().map(String::as_str).unwrap_or_default();
+    if models::find(name).is_none() {
+        return Err(format!("no model `{name}`; `lab list` names them"));
+    }
+    sys::descriptors_fit(
+        &format!("profile --conns {} --idle {}", cli.conns, cli.idle),
+        cli.conns + cli.idle,
+    )?;
+    let command = std::env::args()
+        .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+        .collect::<Vec<_>>();
+    let args = iolab::tools::profile::ProfileArgs {
+        model,
+        conns: cli.conns,
+        depth: cli.depth,
+        idle: cli.idle,
+        duration: cli.duration,
+        warmup: cli.warmup,
+        freq: cli.freq,
+        call_graph: cli.call_graph,
+        out: cli.out,
+        command: command.join(" "),
+        lab: std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?,
+    };
+    let report = iolab::tools::profile::run(&args).map_err(|e| format!("profile: {e}"))?;
+    iolab::tools::profile::print(&report, &args.out, std::io::stdout().lock())
+        .map_err(|e| e.to_string())?;
+    if report.load.errors > 0 {
+        return Err(format!("{} load errors", report.load.errors));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     // Before anything opens a descriptor: every subcommand may hold
     // thousands of sockets, and a shell's soft limit is often 1,024.
@@ -185,6 +221,7 @@ fn main() -> ExitCode {
         Some(("load", args)) => load(args),
         Some(("attack", args)) => attack(args),
         Some(("bench", args)) => bench(args),
+        Some(("profile", args)) => profile(args),
         Some(("demo", args)) => demo(args),
         Some(("annotate", args)) => annotate(args),
         Some(("client", args)) => {

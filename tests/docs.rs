@@ -564,6 +564,22 @@ const NOT_OURS: &[&str] = &[
     "max_blocking_time",
     "ThreadLocal",
     "GreenletExit",
+    // Kernel functions a flame graph shows (docs/src/where-the-time-goes.md).
+    "tcp_sendmsg",
+    "tcp_recvmsg",
+    "__tcp_transmit_skb",
+    "ip_output",
+    "__dev_queue_xmit",
+    "do_softirq",
+    "net_rx_action",
+    "tcp_v4_rcv",
+    "tcp_rcv_established",
+    "sock_def_readable",
+    "ep_send_events",
+    "_raw_spin_unlock_irqrestore",
+    "finish_task_switch",
+    "io_uring_enter",
+    "io_issue_sqe",
     // Gone, and the book says so: the switch function before 2026-11-27.
     "iolab_coro_switch",
 ];
@@ -927,6 +943,7 @@ fn without_code(text: &str) -> String {
 #[test]
 fn every_number_cited_from_a_report_is_in_it() {
     let results = root().join("docs/results");
+    let profiles = root().join("docs/src/figures/profiles");
     let mut in_report: std::collections::HashMap<PathBuf, BTreeSet<String>> = Default::default();
     let mut wrong = Vec::new();
     let mut cited = 0;
@@ -939,10 +956,17 @@ fn every_number_cited_from_a_report_is_in_it() {
                 let Ok(target) = dir.join(target.split('#').next().unwrap()).canonicalize() else {
                     continue; // a broken link: the link test says so
                 };
-                let is_report = target.parent().and_then(Path::parent) == Some(results.as_path())
+                let is_report = (target.parent().and_then(Path::parent)
+                    == Some(results.as_path())
                     && target
                         .file_name()
-                        .is_some_and(|n| n == "report.md" || n == "report.json");
+                        .is_some_and(|n| n == "report.md" || n == "report.json"))
+                    // `lab profile`'s pages, committed beside their flame
+                    // graphs.
+                    || (target.starts_with(&profiles)
+                        && target
+                            .file_name()
+                            .is_some_and(|n| n == "profile.md" || n == "profile.json"));
                 if !is_report {
                     continue;
                 }

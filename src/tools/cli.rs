@@ -142,6 +142,40 @@ fn parse_scale(text: &str) -> Result<f64, String> {
     }
 }
 
+/// `lab profile`'s options.
+#[derive(clap::Args, Debug)]
+pub struct ProfileCli {
+    /// The model to profile; its flags go with it, quoted: 'epoll --edge'.
+    #[arg(value_name = "MODEL")]
+    pub model: String,
+    /// Connections that send requests.
+    #[arg(long, default_value = "100", value_parser = parse_positive)]
+    pub conns: usize,
+    /// Requests each connection keeps in flight.
+    #[arg(long, default_value = "1", value_parser = parse_positive)]
+    pub depth: usize,
+    /// Extra connections held open and silent.
+    #[arg(long, default_value = "0")]
+    pub idle: usize,
+    /// Seconds sampled.
+    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    pub duration: std::time::Duration,
+    /// Seconds of load before sampling starts.
+    #[arg(long, default_value = "1", value_parser = parse_secs)]
+    pub warmup: std::time::Duration,
+    /// Samples per second (perf's -F).
+    #[arg(long, default_value = "999", value_parser = clap::value_parser!(u32).range(1..))]
+    pub freq: u32,
+    /// How perf unwinds stacks: fp (frame pointers, what -g means) or
+    /// dwarf (whole user-space stacks, a far larger perf.data).
+    #[arg(long, default_value = "fp", value_parser = ["fp", "dwarf"])]
+    pub call_graph: String,
+    /// Where to write flamegraph.svg, stacks.folded, perf.data,
+    /// profile.json and profile.md.
+    #[arg(long, default_value = "profile", value_name = "DIR")]
+    pub out: std::path::PathBuf,
+}
+
 /// `lab demo`'s options.
 #[derive(clap::Args, Debug)]
 pub struct DemoCli {
@@ -169,7 +203,7 @@ pub struct AnnotateCli {
 }
 
 /// The whole command line: `lab list`, `lab client`, `lab load`,
-/// `lab bench`, `lab attack`, `lab demo`, `lab annotate` and one
+/// `lab bench`, `lab attack`, `lab profile`, `lab demo`, `lab annotate` and one
 /// subcommand per model.
 pub fn command() -> Command {
     let mut lab = Command::new("lab")
@@ -200,6 +234,10 @@ pub fn command() -> Command {
         .subcommand(
             AttackCli::augment_args(Command::new("attack"))
                 .about("Play hostile clients against a server and give a verdict on each"),
+        )
+        .subcommand(
+            ProfileCli::augment_args(Command::new("profile"))
+                .about("Sample a model under load with perf and draw a flame graph"),
         )
         .subcommand(
             DemoCli::augment_args(Command::new("demo"))

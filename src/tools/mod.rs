@@ -1,6 +1,6 @@
 //! The tools around the server: the `lab` command line, the client, the
 //! load generator, the bench and its renderers, the scripted demos, the
-//! hostile clients, the annotated source. They run models (as processes,
+//! hostile clients, the profiler, the annotated source. They run models (as processes,
 //! through the binary) and read what the server reports; no model and
 //! nothing in the server core depends on them.
 
@@ -12,3 +12,4 @@ pub mod cli;
 pub mod client;
 pub mod demo;
 pub mod load;
+pub mod profile;

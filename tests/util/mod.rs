@@ -183,8 +183,16 @@ pub fn run_lab(args: &[&str]) -> Finished {
 /// [`run_lab`] with a deadline of its own, for the long-running commands.
 #[track_caller]
 pub fn run_lab_within(args: &[&str], within: Duration) -> Finished {
+    run_lab_env_within(args, &[], within)
+}
+
+/// [`run_lab_within`] with environment variables set (or replaced) for
+/// the child: `PATH` pointing at an empty directory, say.
+#[track_caller]
+pub fn run_lab_env_within(args: &[&str], env: &[(&str, &str)], within: Duration) -> Finished {
     let child = Command::new(lab_bin())
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
