@@ -305,6 +305,37 @@ pub fn tree_descriptors(pid: i32) -> usize {
         .sum()
 }
 
+/// The CPU time (user + system) of `pid` and its living descendants, in
+/// seconds. A descendant that exited takes its time with it.
+pub fn tree_cpu_seconds(pid: i32) -> f64 {
+    std::iter::once(pid)
+        .chain(descendants(pid))
+        .map(cpu_seconds)
+        .sum()
+}
+
+/// A process's user + system CPU time, all its threads, from
+/// `/proc/PID/stat` (in clock ticks of 1/100 s, fixed by the kernel's ABI:
+/// `USER_HZ`); 0 if it is gone.
+fn cpu_seconds(pid: i32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // After the command name's closing parenthesis, utime and stime are the
+    // 12th and 13th fields (14 and 15 of proc(5)).
+    let Some(rest) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// The memory of `pid` and all its descendants, in KiB.
 pub fn tree_memory_kib(pid: i32) -> u64 {
     std::iter::once(pid)

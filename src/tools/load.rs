@@ -155,6 +155,16 @@ const SAMPLES: usize = 10;
 /// Runs the load and returns the report. `Err` only for a bad address or a
 /// failure of the generator itself; the server's failures are in the report.
 pub fn run(args: &LoadArgs) -> io::Result<LoadReport> {
+    run_observed(args, |_, _| {})
+}
+
+/// [`run`], telling `observe` (on a thread of its own, as the load starts)
+/// the measured window: from the end of the warm-up to the end of the
+/// load. `lab bench` reads the server's CPU time at both ends.
+pub fn run_observed(
+    args: &LoadArgs,
+    observe: impl FnOnce(Instant, Instant) + Send,
+) -> io::Result<LoadReport> {
     let addr = args
         .addr
         .to_socket_addrs()?
@@ -166,6 +176,7 @@ pub fn run(args: &LoadArgs) -> io::Result<LoadReport> {
     let measure_from = start + args.warmup;
     let stop = measure_from + args.duration;
     let results: Vec<io::Result<ThreadResult>> = std::thread::scope(|scope| {
+        scope.spawn(move || observe(measure_from, stop));
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let busy = share(args.conns, threads, t);

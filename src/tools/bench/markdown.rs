@@ -31,13 +31,20 @@ pub(super) fn markdown(report: &BenchReport, charts: &[String]) -> String {
         "- machine: {} — {} CPUs, {:.1} GiB, Linux {}\n- date: {}\n- commit: {}\n- command: `{}`\n- placement: {}\n- each run: {:.0} s measured after a warm-up, 64-byte lines, repeated {} time(s) (median shown; spread = ± half the range of requests/s)\n\n",
         m.cpu, m.cores, m.memory_gib, m.kernel, report.date, report.commit, report.command, report.pinning, report.duration_s, report.repeat
     ));
-    md.push_str(
+    let cpu = if report.cpu_in_window {
+        "CPU per request is the server's CPU time (its process and any children, read from /proc) \
+         during the measured window, over the requests sent in it; syscalls per request come from \
+         the server's own summary over its whole run"
+    } else {
+        "CPU and syscalls per request from the server's own summary over its whole run"
+    };
+    md.push_str(&format!(
         "Requests/s and latency come from the load generator (every answer checked byte for byte); \
-         CPU and syscalls per request from the server's own summary over its whole run; KiB/conn is \
+         {cpu}; KiB/conn is \
          the growth of the server's PSS divided by its connections. On a 2-core machine the \
          generator and the server each have one core, and the generator's share of its core is \
          given: near 100 % means the generator, not the server, set the pace.\n\n",
-    );
+    ));
     md.push_str("| model | run | req/s | spread | p50 | p99 | p99.9 | max | answers/conn min–max | server CPU µs/req | syscalls/req | KiB/conn | generator CPU | errors |\n");
     md.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for row in &report.rows {

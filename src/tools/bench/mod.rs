@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::models::{self, Capacity, Model};
-use crate::tools::child::{pin_self, tree_memory_kib, ServerProcess};
+use crate::tools::child::{pin_self, tree_cpu_seconds, tree_memory_kib, ServerProcess};
 use crate::tools::load::{self, LoadArgs};
 
 pub mod book;
@@ -280,6 +280,7 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
         pinning,
         duration_s: args.duration.as_secs_f64(),
         repeat: args.repeat,
+        cpu_in_window: true,
         rows,
     };
     write_report(&report, &args.out)?;
@@ -392,6 +393,10 @@ fn measure_running(
         idle: run.idle,
         ..LoadArgs::closed_loop(&server.addr, run.conns, run.depth, args.duration)
     };
+    // The server's CPU time at the two ends of the measured window: not
+    // its start-up, the connections opened during the warm-up (10,000 idle
+    // ones in c10k), or the closing after, which its summary includes.
+    let window_cpu = std::sync::Mutex::new(None);
     let report = std::thread::scope(|scope| {
         // Sample the server's memory while the connections are open.
         scope.spawn(|| {
@@ -400,7 +405,13 @@ fn measure_running(
                 std::thread::sleep(Duration::from_millis(200));
             }
         });
-        let report = load::run(&load_args);
+        let report = load::run_observed(&load_args, |from, to| {
+            std::thread::sleep(from.saturating_duration_since(Instant::now()));
+            let before = tree_cpu_seconds(pid);
+            std::thread::sleep(to.saturating_duration_since(Instant::now()));
+            let after = tree_cpu_seconds(pid);
+            *window_cpu.lock().unwrap_or_else(|e| e.into_inner()) = Some(after - before);
+        });
         running.store(false, Relaxed);
         report
     });
@@ -410,12 +421,12 @@ fn measure_running(
     row.kib_per_conn = Some(peak.load(Relaxed).saturating_sub(baseline) as f64 / conns);
     row.requests_per_s = report.requests_per_s;
     row.errors = report.errors;
-    if summary.requests > 0 {
-        let requests = summary.requests as f64;
-        row.cpu_us_per_request = Some((summary.cpu_user_s + summary.cpu_sys_s) * 1e6 / requests);
-        if contender.model.counts_syscalls {
-            row.syscalls_per_request = Some(summary.syscalls_per_request());
-        }
+    let window_cpu = window_cpu.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let (Some(cpu_s), true) = (window_cpu, report.requests > 0) {
+        row.cpu_us_per_request = Some(cpu_s * 1e6 / report.requests as f64);
+    }
+    if summary.requests > 0 && contender.model.counts_syscalls {
+        row.syscalls_per_request = Some(summary.syscalls_per_request());
     }
     row.load = Some(report);
     row.summary = Some(summary);

@@ -24,7 +24,9 @@ pub struct Row {
     pub spread: Option<(f64, f64)>,
     /// Latency percentiles (µs) and fairness, from the generator.
     pub load: Option<LoadReport>,
-    /// Server CPU microseconds per request (user + system, whole run).
+    /// Server CPU microseconds per request (user + system, its process tree,
+    /// during the measured window only; reports before 2026-12-06's last
+    /// runs took the summary's whole run, start-up and warm-up included).
     pub cpu_us_per_request: Option<f64>,
     /// Server syscalls per request (whole run), if the model counts them.
     pub syscalls_per_request: Option<f64>,
@@ -66,6 +68,11 @@ pub struct BenchReport {
     pub duration_s: f64,
     /// Times each run was repeated.
     pub repeat: usize,
+    /// Whether CPU per request counts only the measured window (from
+    /// `/proc`, since 2026-12-06) or, in older reports, the server's whole
+    /// run from its summary.
+    #[serde(default)]
+    pub cpu_in_window: bool,
     /// Every model × run.
     pub rows: Vec<Row>,
 }
