@@ -354,8 +354,8 @@ impl Book<'_> {
     }
 }
 
-/// The distinct names, in the order first seen.
-fn first_seen<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+/// The distinct names, in the order first seen (shared with the charts).
+pub(super) fn first_seen<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();
     for name in names {
         if !seen.iter().any(|s| s == name) {

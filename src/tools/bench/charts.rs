@@ -26,6 +26,7 @@ use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use crate::tools::bench::book::first_seen;
 use crate::tools::bench::{self, BenchReport, Row};
 
 /// One chart: its file name (`memory.svg`) and its SVG text.
@@ -735,17 +736,6 @@ impl Lines {
         }
         Ok(svg)
     }
-}
-
-/// The distinct names, in the order first seen.
-fn first_seen<'a>(all: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut seen: Vec<String> = Vec::new();
-    for name in all {
-        if !seen.iter().any(|s| s == name) {
-            seen.push(name.to_string());
-        }
-    }
-    seen
 }
 
 /// The bench's reason, short enough to sit beside a bar: "cannot hold
