@@ -49,7 +49,9 @@ pub struct Loop<'a> {
     /// Entries that did not fit in the submission queue, in order: they
     /// go in as soon as it has room (io-uring's own echo example keeps
     /// the same backlog), and the loop does not sleep while any wait.
-    backlog: VecDeque<squeue::Entry>,
+    /// Each is marked if the next one is linked to it: a chain goes in
+    /// whole or not at all (see `push_chain`).
+    backlog: VecDeque<(squeue::Entry, bool)>,
     completions: Vec<(u64, i32, u32)>,
     memory_return: MemoryReturn,
     /// The buffers of zero-copy sends whose sessions were freed before the
@@ -165,23 +167,49 @@ impl<'a> Loop<'a> {
     /// Whatever memory `entry` lends the kernel must stay valid and unmoved
     /// until its completion arrives (argued at each call).
     unsafe fn push(&mut self, entry: squeue::Entry) {
-        if self.backlog.is_empty() {
-            // SAFETY: passed on from the caller.
-            if unsafe { self.ring.ring_mut().submission().push(&entry) }.is_ok() {
-                return;
-            }
+        // SAFETY: passed on from the caller.
+        unsafe { self.push_chain(&[entry]) }
+    }
+
+    /// Queues linked entries (each but the last flagged `IO_LINK` or
+    /// `IO_HARDLINK`) so that the kernel sees them *together*: with
+    /// `SQPOLL` its thread takes entries as soon as the queue's tail
+    /// moves, and a chain whose head it took alone would be cut there —
+    /// the close linked after a send could then run before the send.
+    ///
+    /// # Safety
+    ///
+    /// As for [`push`](Self::push), for every entry.
+    unsafe fn push_chain(&mut self, chain: &[squeue::Entry]) {
+        // SAFETY: passed on from the caller; `push_multiple` moves the
+        // queue's tail once, after all of them.
+        if self.backlog.is_empty()
+            && unsafe { self.ring.ring_mut().submission().push_multiple(chain) }.is_ok()
+        {
+            return;
         }
-        self.backlog.push_back(entry);
+        let last = chain.len().saturating_sub(1);
+        let marked = chain.iter().enumerate().map(|(i, e)| (e.clone(), i < last));
+        self.backlog.extend(marked);
     }
 
     fn flush_backlog(&mut self) {
-        while let Some(entry) = self.backlog.front() {
+        let Loop { ring, backlog, .. } = self;
+        // One queue handle: the tail moves once, when it drops.
+        let mut queue = ring.ring_mut().submission();
+        while !backlog.is_empty() {
+            let length = 1 + backlog.iter().take_while(|(_, linked)| *linked).count();
+            let chain: Vec<squeue::Entry> = backlog
+                .iter()
+                .take(length)
+                .map(|(e, _)| e.clone())
+                .collect();
             // SAFETY: each entry's memory was argued when it was pushed,
             // and stays valid until its completion, which has not come.
-            if unsafe { self.ring.ring_mut().submission().push(entry) }.is_err() {
+            if unsafe { queue.push_multiple(&chain) }.is_err() {
                 break; // full again: the rest at the next turn
             }
-            self.backlog.pop_front();
+            backlog.drain(..length);
         }
     }
 
@@ -633,9 +661,13 @@ impl<'a> Loop<'a> {
                 .build()
                 .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
                 .user_data(user_data(Op::Quiet, None));
-                // SAFETY: the message is a `'static` constant.
-                unsafe { self.push(message) };
-                self.release(Socket::Direct(slot));
+                let close = opcode::Close::new(types::Fixed(slot))
+                    .build()
+                    .flags(squeue::Flags::SKIP_SUCCESS)
+                    .user_data(user_data(Op::Quiet, None));
+                // SAFETY: the message is a `'static` constant; close lends
+                // nothing.
+                unsafe { self.push_chain(&[message, close]) };
             }
         }
     }
@@ -767,7 +799,7 @@ mod tests {
             unsafe { event_loop.push(opcode::Nop::new().build().user_data(0x100 * (i + 1))) };
         }
         assert_eq!(event_loop.backlog.len(), 6, "4 fit in the queue");
-        let first = event_loop.backlog.front().map(|e| e.get_user_data());
+        let first = event_loop.backlog.front().map(|(e, _)| e.get_user_data());
         assert_eq!(first, Some(0x500), "the backlog keeps the order");
         // The kernel takes the four queued, and the next turn four more.
         event_loop
