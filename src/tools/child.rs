@@ -248,13 +248,9 @@ pub fn descendants(pid: i32) -> Vec<i32> {
             continue;
         };
         // The process may exit between read_dir and this read: skip it then.
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses,
-        // so the fields are counted from the last ')'. A zombie has exited:
-        // it holds no memory and no sockets, and has no children.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        // A zombie has exited: it holds no memory and no sockets, and has
+        // no children.
+        let Some(rest) = stat_after_comm(child) else {
             continue;
         };
         let mut fields = rest.split_whitespace();
@@ -318,14 +314,11 @@ pub fn tree_cpu_seconds(pid: i32) -> f64 {
 /// `/proc/PID/stat` (in clock ticks of 1/100 s, fixed by the kernel's ABI:
 /// `USER_HZ`); 0 if it is gone.
 fn cpu_seconds(pid: i32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Some(rest) = stat_after_comm(pid) else {
         return 0.0;
     };
-    // After the command name's closing parenthesis, utime and stime are the
-    // 12th and 13th fields (14 and 15 of proc(5)).
-    let Some(rest) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
-        return 0.0;
-    };
+    // After the command name, utime and stime are the 12th and 13th fields
+    // (14 and 15 of proc(5)).
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| {
         fields
@@ -334,6 +327,14 @@ fn cpu_seconds(pid: i32) -> f64 {
             .unwrap_or(0.0)
     };
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The fields of `/proc/PID/stat` after `pid (comm)`, starting with the
+/// state; `None` if the process is gone. The command name may hold spaces
+/// and parentheses, so the fields are counted from the last `)`.
+pub fn stat_after_comm(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat[stat.rfind(')')? + 1..].to_string())
 }
 
 /// The memory of `pid` and all its descendants, in KiB.

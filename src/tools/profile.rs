@@ -238,31 +238,30 @@ pub fn run(args: &ProfileArgs) -> io::Result<ProfileReport> {
         ..LoadArgs::closed_loop(&server.addr, args.conns, args.depth, args.duration)
     };
     let pid = server.pid();
-    let (load, perf) = std::thread::scope(|scope| {
-        let perf = scope.spawn(|| {
-            // Sampling starts when the warm-up ends, so that it sees the
-            // connections open (the processes of `fork` and `prefork`,
-            // the threads of `threads`) and the load steady.
-            std::thread::sleep(args.warmup);
-            let pids: Vec<String> = std::iter::once(pid)
-                .chain(descendants(pid))
-                .map(|p| p.to_string())
-                .collect();
-            let perf_args = perf_record_args(args, &pids.join(","), &data);
-            let line = format!("perf {}", perf_args.join(" "));
-            let output = Command::new("perf")
-                .args(&perf_args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .output();
-            (line, output)
-        });
-        let load = load::run(&load_args);
-        (load, perf.join().expect("the perf thread does not panic"))
+    // Sampling covers the load's measured window, from the end of the
+    // warm-up, so that it sees the connections open (the processes of
+    // `fork` and `prefork`, the threads of `threads`) and the load steady.
+    let perf = std::sync::Mutex::new(None);
+    let load = load::run_observed(&load_args, |from, _| {
+        std::thread::sleep(from.saturating_duration_since(std::time::Instant::now()));
+        let pids: Vec<String> = std::iter::once(pid)
+            .chain(descendants(pid))
+            .map(|p| p.to_string())
+            .collect();
+        let perf_args = perf_record_args(args, &pids.join(","), &data);
+        let line = format!("perf {}", perf_args.join(" "));
+        let output = Command::new("perf")
+            .args(&perf_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output();
+        *perf.lock().unwrap_or_else(|e| e.into_inner()) = Some((line, output));
     });
+    let perf = perf.into_inner().unwrap_or_else(|e| e.into_inner());
     let summary = server.stop();
-    let (perf_command, output) = perf;
+    let (perf_command, output) =
+        perf.ok_or_else(|| io::Error::other("the load ended before sampling began"))?;
     let output = output.map_err(|e| io::Error::other(format!("cannot run perf: {e}")))?;
     if !output.status.success() || !data.exists() {
         return Err(io::Error::other(format!(

@@ -172,9 +172,6 @@ impl Drop for Paused {
 
 /// Whether `/proc/PID/stat` says the process is stopped (state `T`).
 fn is_stopped(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            == Some("T")
-    })
+    crate::tools::child::stat_after_comm(pid)
+        .is_some_and(|rest| rest.split_whitespace().next() == Some("T"))
 }

@@ -418,8 +418,9 @@ fn repeats(repeat: usize) -> String {
     }
 }
 
-/// A whole number with thousands separators: 1,953,226.
-fn thousands(v: f64) -> String {
+/// A whole number with thousands separators: 1,953,226 (shared with the
+/// charts).
+pub(super) fn thousands(v: f64) -> String {
     let digits = format!("{:.0}", v.abs());
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

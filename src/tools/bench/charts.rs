@@ -26,7 +26,7 @@ use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::tools::bench::book::first_seen;
+use crate::tools::bench::book::{first_seen, thousands};
 use crate::tools::bench::{self, BenchReport, Row};
 
 /// One chart: its file name (`memory.svg`) and its SVG text.
@@ -750,19 +750,6 @@ fn short_reason(reason: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// A whole number with thousands separators: 10,100.
-fn thousands(v: f64) -> String {
-    let digits = format!("{:.0}", v.abs());
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// A measured value with the digits it deserves: 0.049, 7.77, 42.8, 136.
