@@ -114,6 +114,29 @@ fn epoll_under_load_gives_a_flame_graph_and_a_split_that_adds_up() {
         split.samples,
         "the split does not add up: {split:?}"
     );
+    // The kernel's samples, again by what the kernel did: they add up to
+    // the kernel's share, and an epoll server under load spends most of
+    // them in TCP, some entering system calls and some in epoll — and
+    // none in io_uring, which it does not use.
+    let k = &split.in_kernel;
+    assert_eq!(
+        k.network + k.syscall_entry + k.epoll + k.io_uring + k.scheduler + k.other,
+        split.kernel,
+        "the kernel's samples do not add up: {k:?}"
+    );
+    assert!(k.network > split.kernel / 2, "TCP is not most of it: {k:?}");
+    assert!(
+        k.syscall_entry > 0 && k.epoll > 0,
+        "no cost of asking: {k:?}"
+    );
+    assert_eq!(k.io_uring, 0, "epoll ran io_uring code: {k:?}");
+    assert!(
+        finished
+            .stdout
+            .contains("in the kernel: TCP/IP and sockets"),
+        "no kernel line: {}",
+        finished.stdout
+    );
     // The folded stacks carry the same samples, each weighed by its
     // period in nanoseconds.
     let folded_ns: u64 = folded

@@ -37,7 +37,9 @@ pub struct BenchCli {
     /// report.json, without measuring anything.
     #[arg(long, value_name = "DIR")]
     pub rerender: Option<std::path::PathBuf>,
-    /// Repeat each run this many times and report the median and spread.
+    /// Repeat each run this many times, in interleaved rounds (every model's
+    /// every run once, then again), and report the run with the median
+    /// server CPU per request, with the ranges.
     #[arg(long, default_value = "1", value_parser = parse_positive)]
     pub repeat: usize,
     /// Also write the book's tables from the report (the one measured, or

@@ -29,6 +29,13 @@
 //! cut short (`--call-graph dwarf` unwinds it fully, at a far larger
 //! `perf.data`), while kernel stacks are always whole.
 //!
+//! A second line divides the kernel's samples by what the kernel was
+//! doing — TCP/IP and sockets, system-call entry, epoll, io_uring, sleeping
+//! and waking — read from the names of the functions on each sample's
+//! stack ([`KernelWork`]). It is the line that compares models: the TCP
+//! work is the same whoever asks for it, and what differs is the cost of
+//! asking.
+//!
 //! Without `perf`, or where the kernel forbids it
 //! (`/proc/sys/kernel/perf_event_paranoid` above 1 for a user without
 //! `CAP_PERFMON` hides kernel frames), the command says what to install
@@ -87,6 +94,48 @@ pub struct Split {
     pub rust_other: u64,
     /// Innermost frame in libc, the loader, the vDSO or an unknown object.
     pub libc_other: u64,
+    /// The kernel's samples again, by what the kernel was doing (reports
+    /// before 2026-12-06's second profiles did not have it).
+    #[serde(default)]
+    pub in_kernel: KernelWork,
+}
+
+/// The kernel's samples by what the kernel was doing, judged from the
+/// names of the functions on the stack: from the innermost frame outward,
+/// the first function whose name belongs to a family decides. So a copy
+/// under `tcp_recvmsg` is TCP's, a lock released in `try_to_wake_up` is
+/// waking, and `io_recv`'s own time, before it calls into TCP, is
+/// io_uring's. It is a reading of names, not an accounting the kernel
+/// keeps: a function the families do not know falls to its caller, and a
+/// stack that names no family is `other`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct KernelWork {
+    /// TCP, IP, sockets, the loopback device and their buffers: the work
+    /// any model asks for.
+    pub network: u64,
+    /// Entering and leaving system calls, finding a descriptor's file.
+    pub syscall_entry: u64,
+    /// epoll's own functions (`ep_*`, `do_epoll_wait`).
+    pub epoll: u64,
+    /// io_uring's own functions (`io_*`): submitting, completing, task work.
+    pub io_uring: u64,
+    /// Sleeping, waking and switching threads.
+    pub scheduler: u64,
+    /// Kernel stacks naming none of the above (timers, page faults…).
+    pub other: u64,
+}
+
+impl KernelWork {
+    fn add(&mut self, family: Family) {
+        *match family {
+            Family::Network => &mut self.network,
+            Family::SyscallEntry => &mut self.syscall_entry,
+            Family::Epoll => &mut self.epoll,
+            Family::IoUring => &mut self.io_uring,
+            Family::Scheduler => &mut self.scheduler,
+            Family::Other => &mut self.other,
+        } += 1;
+    }
 }
 
 impl Split {
@@ -106,6 +155,24 @@ impl Split {
         } else {
             part as f64 * 100.0 / self.samples as f64
         }
+    }
+
+    /// The kernel's share by what it was doing, as one line of text, in
+    /// percent of all samples; `None` for reports that did not keep it.
+    pub fn kernel_line(&self) -> Option<String> {
+        let k = &self.in_kernel;
+        (k != &KernelWork::default()).then(|| {
+            format!(
+                "in the kernel: TCP/IP and sockets {:.1} % | system-call entry {:.1} % | \
+                 epoll {:.1} % | io_uring {:.1} % | sleeping and waking {:.1} % | other {:.1} %",
+                self.percent(k.network),
+                self.percent(k.syscall_entry),
+                self.percent(k.epoll),
+                self.percent(k.io_uring),
+                self.percent(k.scheduler),
+                self.percent(k.other),
+            )
+        })
     }
 
     /// The split as one line of text.
@@ -386,33 +453,164 @@ fn fold_and_draw(data: &Path, out: &Path, title: &str, lab: &Path) -> io::Result
 /// a blank line.
 pub fn split(script: &str, exe: &str) -> Split {
     let mut split = Split::default();
+    let mut frames: Vec<&str> = Vec::new();
     let mut in_sample = false;
-    let mut classified = false;
+    let finish = |frames: &mut Vec<&str>, split: &mut Split| {
+        let class = frames
+            .first()
+            .map_or(Class::LibcOther, |f| classify(f, exe));
+        split.add(class);
+        if let Class::Kernel = class {
+            split.in_kernel.add(kernel_family(frames));
+        }
+        frames.clear();
+    };
     for line in script.lines() {
         if line.trim().is_empty() {
+            if in_sample {
+                finish(&mut frames, &mut split);
+            }
             in_sample = false;
-            continue;
-        }
-        let is_frame = line.starts_with(char::is_whitespace);
-        if !is_frame {
-            // A new sample's header; one without frames is counted when
-            // the next header or blank line arrives.
-            if in_sample && !classified {
-                split.add(Class::LibcOther);
+        } else if line.starts_with(char::is_whitespace) {
+            if in_sample {
+                frames.push(line.trim());
+            }
+        } else {
+            // A new sample's header (`lab 1234 ... cpu-clock:`); one
+            // without a blank line before it ends the previous sample.
+            if in_sample {
+                finish(&mut frames, &mut split);
             }
             in_sample = true;
-            classified = false;
-            continue;
-        }
-        if in_sample && !classified {
-            split.add(classify(line.trim(), exe));
-            classified = true;
         }
     }
-    if in_sample && !classified {
-        split.add(Class::LibcOther);
+    if in_sample {
+        finish(&mut frames, &mut split);
     }
     split
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Family {
+    Network,
+    SyscallEntry,
+    Epoll,
+    IoUring,
+    Scheduler,
+    Other,
+}
+
+/// What a kernel stack (innermost frame first) was doing: see [`KernelWork`].
+fn kernel_family(frames: &[&str]) -> Family {
+    frames
+        .iter()
+        .map(|frame| frame_symbol(frame))
+        .find_map(function_family)
+        .unwrap_or(Family::Other)
+}
+
+/// `ADDR SYMBOL+OFF (OBJECT)` → `SYMBOL`.
+fn frame_symbol(frame: &str) -> &str {
+    let symbol = frame.split_once(' ').map_or("", |(_, rest)| rest);
+    let symbol = symbol.rfind(" (").map_or(symbol, |i| &symbol[..i]);
+    symbol.split('+').next().unwrap_or(symbol)
+}
+
+fn function_family(name: &str) -> Option<Family> {
+    const SCHEDULER: &[&str] = &[
+        "schedule",
+        "__schedule",
+        "try_to_wake_up",
+        "ttwu_",
+        "wake_up",
+        "__wake_up",
+        "finish_task_switch",
+        "pick_next",
+        "pick_task",
+        "__pick_next",
+        "dequeue_",
+        "enqueue_",
+        "update_curr",
+        "update_load_avg",
+        "update_cfs",
+        "select_task_rq",
+        "psi_",
+        "__switch_to",
+        "switch_mm",
+        "activate_task",
+        "sched_",
+        "set_next_entity",
+        "put_prev_",
+        "prepare_task_switch",
+        "resched_",
+        "check_preempt",
+        "wakeup_preempt",
+        "native_smp_send_reschedule",
+        "raw_spin_rq_lock",
+    ];
+    const ENTRY: &[&str] = &[
+        "entry_SYSCALL",
+        "do_syscall_64",
+        "syscall_",
+        "__x64_sys_",
+        "x64_sys_call",
+        "__sys_",
+        "__do_sys_",
+        "fdget",
+        "__fdget",
+        "fget",
+        "__fget",
+        "fput",
+        "__fput_sync",
+        "sockfd_lookup",
+        "exit_to_user_mode",
+        "__rseq",
+        "rseq_",
+        "arch_exit_to_user",
+    ];
+    const NETWORK: &[&str] = &[
+        "ip_",
+        "__ip_",
+        "ipv4_",
+        "inet",
+        "__inet",
+        "sk_",
+        "__sk_",
+        "sock_",
+        "__sock",
+        "lock_sock",
+        "release_sock",
+        "__release_sock",
+        "net_",
+        "__net",
+        "netif",
+        "__netif",
+        "dev_",
+        "__dev_",
+        "loopback",
+        "bbr_",
+        "process_backlog",
+        "napi",
+        "__napi",
+        "validate_xmit",
+        "raw_v4",
+        "security_sock",
+        "security_socket",
+    ];
+    let starts = |prefixes: &[&str]| prefixes.iter().any(|p| name.starts_with(p));
+    if starts(SCHEDULER) {
+        Some(Family::Scheduler)
+    } else if starts(ENTRY) {
+        Some(Family::SyscallEntry)
+    } else if name.starts_with("ep_") || name.starts_with("__ep_") || name.contains("epoll") {
+        Some(Family::Epoll)
+    } else if name.starts_with("io_") || name.starts_with("__io_") || name.contains("io_uring") {
+        Some(Family::IoUring)
+    } else if name.contains("tcp") || name.contains("skb") || starts(NETWORK) {
+        Some(Family::Network)
+    } else {
+        None
+    }
 }
 
 fn classify(frame: &str, exe: &str) -> Class {
@@ -454,6 +652,7 @@ impl ProfileReport {
              system {sys:.2} s, {per:.2} µs per request\n\n\
              ## Where the samples fell (innermost frame)\n\n\
              {line}\n\n\
+             {kernel_work}\
              ![flame graph](flamegraph.svg)\n",
             model = self.model,
             command = self.command,
@@ -476,6 +675,10 @@ impl ProfileReport {
             sys = self.summary.cpu_sys_s,
             per = self.cpu_us_per_request,
             line = self.split.line(),
+            kernel_work = self
+                .split
+                .kernel_line()
+                .map_or(String::new(), |line| format!("{line}\n\n")),
         )
     }
 }
@@ -488,6 +691,9 @@ pub fn print(report: &ProfileReport, out: &Path, mut to: impl Write) -> io::Resu
         report.model, report.load.requests_per_s, report.load.conns, report.load.errors
     )?;
     writeln!(to, "{}", report.split.line())?;
+    if let Some(line) = report.split.kernel_line() {
+        writeln!(to, "{line}")?;
+    }
     writeln!(
         to,
         "flame graph: {}; stacks: {}; samples: {}",
@@ -529,11 +735,70 @@ lab 10 100.4: 1001001 cpu-clock:
                 kernel: 1,
                 lab: 2,
                 rust_other: 1,
-                libc_other: 1
+                libc_other: 1,
+                in_kernel: KernelWork {
+                    network: 1,
+                    ..KernelWork::default()
+                },
             }
         );
         assert!(split
             .line()
             .starts_with("kernel 20.0 % | lab's own code 40.0 %"));
+    }
+
+    #[test]
+    fn kernel_samples_go_to_the_innermost_family_on_their_stack() {
+        let script = "\
+lab 10 100.0: 1001001 cpu-clock:
+\tffffffff81000000 _raw_spin_unlock_irqrestore+0x1 ([kernel.kallsyms])
+\tffffffff81000000 try_to_wake_up+0x1 ([kernel.kallsyms])
+\tffffffff81000000 ep_poll_callback+0x1 ([kernel.kallsyms])
+\tffffffff81000000 tcp_v4_rcv+0x1 ([kernel.kallsyms])
+
+lab 10 100.1: 1001001 cpu-clock:
+\tffffffff81000000 _copy_to_iter+0x1 ([kernel.kallsyms])
+\tffffffff81000000 skb_copy_datagram_iter+0x1 ([kernel.kallsyms])
+\tffffffff81000000 tcp_recvmsg+0x1 ([kernel.kallsyms])
+\tffffffff81000000 io_recv+0x1 ([kernel.kallsyms])
+
+lab 10 100.2: 1001001 cpu-clock:
+\tffffffff81000000 io_recv+0x1 ([kernel.kallsyms])
+\tffffffff81000000 io_issue_sqe+0x1 ([kernel.kallsyms])
+
+lab 10 100.3: 1001001 cpu-clock:
+\tffffffff81000000 ep_send_events+0x1 ([kernel.kallsyms])
+\tffffffff81000000 do_epoll_wait+0x1 ([kernel.kallsyms])
+\tffffffff81000000 do_syscall_64+0x1 ([kernel.kallsyms])
+
+lab 10 100.4: 1001001 cpu-clock:
+\tffffffff81000000 fdget+0x1 ([kernel.kallsyms])
+\tffffffff81000000 __sys_sendto+0x1 ([kernel.kallsyms])
+
+lab 10 100.5: 1001001 cpu-clock:
+\tffffffff81000000 clear_page_erms+0x1 ([kernel.kallsyms])
+\tffffffff81000000 asm_exc_page_fault+0x1 ([kernel.kallsyms])
+
+lab 10 100.6: 1001001 cpu-clock:
+\t55000000 iolab::server::codec::decode+0x5 (/work/target/release/lab)
+";
+        let split = split(script, "lab");
+        assert_eq!(split.kernel, 6);
+        assert_eq!(
+            split.in_kernel,
+            KernelWork {
+                network: 1,
+                syscall_entry: 1,
+                epoll: 1,
+                io_uring: 1,
+                scheduler: 1,
+                other: 1,
+            }
+        );
+        assert_eq!(
+            split.kernel_line().unwrap(),
+            "in the kernel: TCP/IP and sockets 14.3 % | system-call entry 14.3 % | epoll 14.3 % \
+             | io_uring 14.3 % | sleeping and waking 14.3 % | other 14.3 %"
+        );
     }
 }

@@ -201,7 +201,7 @@ impl Book<'_> {
             m.kernel,
             r.pinning,
             r.duration_s,
-            repeats(r.repeat),
+            repeats(r),
             self.report_dir,
             r.command,
         );
@@ -223,22 +223,24 @@ impl Book<'_> {
             "\n*From `{}/report.md` ({day}, commit {}, {}).*\n",
             self.report_dir,
             self.report.commit,
-            repeats(self.report.repeat)
+            repeats(self.report)
         )
     }
 
     /// A table of whole rows: the measurements of each, or why it did not run.
     fn rows_table(&self, first: &str, rows: &[&Row], label: impl Fn(&Row) -> String) -> String {
         let repeated = self.report.repeat > 1;
+        let cpu_ranges = rows.iter().any(|r| r.cpu_spread.is_some());
         let any_skipped = rows.iter().any(|r| r.skipped.is_some());
         let mut head = vec![first, "req/s"];
         if repeated {
             head.extend(["spread", "runs from … to"]);
         }
+        head.extend(["p50", "p99", "server CPU µs/req"]);
+        if cpu_ranges {
+            head.push("CPU from … to");
+        }
         head.extend([
-            "p50",
-            "p99",
-            "server CPU µs/req",
             "syscalls/req",
             "KiB/conn",
             "server's core",
@@ -265,6 +267,15 @@ impl Book<'_> {
                         latency(load.latency_us.p99),
                         row.cpu_us_per_request
                             .map_or("no requests".into(), |v| format!("{v:.2}")),
+                    ]);
+                    if cpu_ranges {
+                        cells.push(
+                            row.cpu_spread.map_or("—".into(), |(low, high)| {
+                                format!("{low:.2} … {high:.2}")
+                            }),
+                        );
+                    }
+                    cells.extend([
                         row.syscalls_per_request
                             .map_or("not counted".into(), |v| format!("{v:.2}")),
                         row.kib_per_conn.map_or("—".into(), |v| format!("{v:.1}")),
@@ -411,10 +422,11 @@ fn load_name(run: &str) -> String {
     }
 }
 
-fn repeats(repeat: usize) -> String {
-    match repeat {
-        0 | 1 => "one run each".into(),
-        n => format!("median of {n} runs each"),
+fn repeats(report: &BenchReport) -> String {
+    match (report.repeat, report.interleaved) {
+        (0 | 1, _) => "one run each".into(),
+        (n, false) => format!("median of {n} runs each"),
+        (n, true) => format!("median of {n} interleaved runs each, by server CPU per request"),
     }
 }
 

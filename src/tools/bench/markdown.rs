@@ -27,9 +27,22 @@ pub(super) fn markdown(report: &BenchReport, charts: &[String]) -> String {
     let m = &report.machine;
     let mut md = String::new();
     md.push_str("# lab bench report\n\n");
+    let repeats = if report.interleaved {
+        format!(
+            "repeated {} time(s) in interleaved rounds (each model's each run once per round); \
+             shown: the run with the median server CPU per request; spread = ± half the range \
+             of requests/s; CPU range = lowest to highest server CPU µs/req",
+            report.repeat
+        )
+    } else {
+        format!(
+            "repeated {} time(s) (median shown; spread = ± half the range of requests/s)",
+            report.repeat
+        )
+    };
     md.push_str(&format!(
-        "- machine: {} — {} CPUs, {:.1} GiB, Linux {}\n- date: {}\n- commit: {}\n- command: `{}`\n- placement: {}\n- each run: {:.0} s measured after a warm-up, 64-byte lines, repeated {} time(s) (median shown; spread = ± half the range of requests/s)\n\n",
-        m.cpu, m.cores, m.memory_gib, m.kernel, report.date, report.commit, report.command, report.pinning, report.duration_s, report.repeat
+        "- machine: {} — {} CPUs, {:.1} GiB, Linux {}\n- date: {}\n- commit: {}\n- command: `{}`\n- placement: {}\n- each run: {:.0} s measured after a warm-up, 64-byte lines, {repeats}\n\n",
+        m.cpu, m.cores, m.memory_gib, m.kernel, report.date, report.commit, report.command, report.pinning, report.duration_s
     ));
     let cpu = if report.cpu_in_window {
         "CPU per request is the server's CPU time (its process and any children, read from /proc) \
@@ -45,19 +58,34 @@ pub(super) fn markdown(report: &BenchReport, charts: &[String]) -> String {
          generator and the server each have one core, and the generator's share of its core is \
          given: near 100 % means the generator, not the server, set the pace.\n\n",
     ));
-    md.push_str("| model | run | req/s | spread | p50 | p99 | p99.9 | max | answers/conn min–max | server CPU µs/req | syscalls/req | KiB/conn | generator CPU | errors |\n");
-    md.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    // The CPU range column only in reports that kept it.
+    let cpu_ranges = report.rows.iter().any(|r| r.cpu_spread.is_some());
+    let (range_head, range_rule) = match cpu_ranges {
+        true => (" CPU range |", "--:|"),
+        false => ("", ""),
+    };
+    md.push_str(&format!("| model | run | req/s | spread | p50 | p99 | p99.9 | max | answers/conn min–max | server CPU µs/req |{range_head} syscalls/req | KiB/conn | generator CPU | errors |\n"));
+    md.push_str(&format!(
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|{range_rule}--:|--:|--:|--:|\n"
+    ));
     for row in &report.rows {
         match (&row.skipped, &row.load) {
             (Some(reason), _) => md.push_str(&format!(
-                "| {} | {} | — | | | | | | | | | | | {reason} |\n",
-                row.model, row.run
+                "| {} | {} | — | | | | | | | |{} | | | | {reason} |\n",
+                row.model,
+                row.run,
+                if cpu_ranges { " |" } else { "" }
             )),
             (None, Some(load)) => {
                 let l = &load.latency_us;
                 let opt = |v: Option<f64>, d: usize| v.map_or("n/a".into(), |v| format!("{v:.d$}"));
+                let range = match (cpu_ranges, row.cpu_spread) {
+                    (false, _) => String::new(),
+                    (true, Some((low, high))) => format!(" {low:.2}–{high:.2} |"),
+                    (true, None) => " — |".into(),
+                };
                 md.push_str(&format!(
-                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {}–{} | {} | {} | {} | {:.0}% | {} |\n",
+                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {}–{} | {} |{range} {} | {} | {:.0}% | {} |\n",
                     row.model,
                     row.run,
                     row.requests_per_s,

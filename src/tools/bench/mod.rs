@@ -197,8 +197,8 @@ pub struct BenchArgs {
     pub warmup: Duration,
     /// Where the report goes.
     pub out: PathBuf,
-    /// Times each run is repeated; the report keeps the median by
-    /// requests/s and gives the spread.
+    /// Times each run is repeated, in interleaved rounds; the report keeps
+    /// the run with the median server CPU per request and gives the ranges.
     pub repeat: usize,
     /// The command line, for the report.
     pub command: String,
@@ -232,44 +232,69 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
     } else {
         "not pinned (one CPU)".to_string()
     };
-    let total: usize = chosen.iter().map(|(_, runs)| runs.len()).sum();
+    // Every (model, run) pair, in the order of the report.
+    let cells: Vec<(&Contender, &Run)> = chosen
+        .iter()
+        .flat_map(|(contender, runs)| runs.iter().map(move |run| (contender, run)))
+        .collect();
+    let rounds = args.repeat.max(1);
+    let total = cells.len() * rounds;
     println!(
-        "lab bench: {total} runs of {:.1} s (+{:.1} s warm-up), each repeated {}x; {pinning}",
+        "lab bench: {} runs of {:.1} s (+{:.1} s warm-up), in {rounds} round(s); {pinning}",
+        cells.len(),
         args.duration.as_secs_f64(),
         args.warmup.as_secs_f64(),
-        args.repeat
     );
     println!("{}", header());
 
-    let mut rows = Vec::new();
+    // The repeats run in rounds — every model's every run once, then all
+    // again — not back to back: on a shared machine the noise comes in
+    // spells of a minute or more, and a spell that falls on one model's
+    // three repeats in a row would move its median alone.
+    let mut attempts: Vec<Vec<Row>> = vec![Vec::new(); cells.len()];
     let started = Instant::now();
-    for (contender, runs) in &chosen {
-        for run in runs.iter() {
+    let mut done = 0;
+    for round in 1..=rounds {
+        for ((contender, run), tried) in cells.iter().zip(attempts.iter_mut()) {
+            done += 1;
+            // A run that could not run, or failed, is not tried again: the
+            // report gives that attempt.
+            if tried
+                .last()
+                .is_some_and(|row| row.skipped.is_some() || row.errors > 0)
+            {
+                continue;
+            }
             // Progress on stderr, when it is a terminal, erased before the
             // row is printed.
-            let done = rows.len();
             let progress = io::stderr().is_terminal();
             if progress {
                 let eta = match done {
-                    0 => String::new(),
+                    1 => String::new(),
                     _ => format!(
                         ", about {:.0} s left",
-                        started.elapsed().as_secs_f64() / done as f64 * (total - done) as f64
+                        started.elapsed().as_secs_f64() / (done - 1) as f64
+                            * (total - done + 1) as f64
                     ),
                 };
                 eprint!(
-                    "[{}/{total}] {} {}{eta}...\r",
-                    done + 1,
-                    contender.label,
-                    run.name
+                    "[{done}/{total}] round {round}: {} {}{eta}...\r",
+                    contender.label, run.name
                 );
             }
-            let row = measure_repeated(contender, run, args, cores >= 2);
+            let row = measure(contender, run, args, cores >= 2);
             if progress {
                 eprint!("{:79}\r", "");
             }
             println!("{}", row_line(&row));
-            rows.push(row);
+            tried.push(row);
+        }
+    }
+    let rows: Vec<Row> = attempts.into_iter().map(median_of).collect();
+    if rounds > 1 {
+        println!("\nmedians (by server CPU per request):\n{}", header());
+        for row in &rows {
+            println!("{}", row_line(row));
         }
     }
     let report = BenchReport {
@@ -280,6 +305,7 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
         pinning,
         duration_s: args.duration.as_secs_f64(),
         repeat: args.repeat,
+        interleaved: true,
         cpu_in_window: true,
         rows,
     };
@@ -330,23 +356,31 @@ fn row_line(row: &Row) -> String {
     )
 }
 
-/// A run repeated `args.repeat` times: the median by requests/s, with the
-/// spread. A failed or skipped attempt is reported as it is.
-fn measure_repeated(model: &Contender, run: &Run, args: &BenchArgs, pin: bool) -> Row {
-    let mut rows = Vec::new();
-    for _ in 0..args.repeat.max(1) {
-        let row = measure(model, run, args, pin);
-        if row.skipped.is_some() || row.errors > 0 {
-            return row;
-        }
-        rows.push(row);
+/// The row a run's repeats are reported as: the attempt with the median
+/// server CPU per request — the measure the book's comparisons rest on —
+/// with the range of requests/s and of CPU over the repeats. A run that
+/// could not run, or failed, is reported as that attempt.
+fn median_of(mut tried: Vec<Row>) -> Row {
+    if let Some(failed) = tried
+        .iter()
+        .position(|r| r.skipped.is_some() || r.errors > 0)
+    {
+        return tried.swap_remove(failed);
     }
-    rows.sort_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s));
-    let spread = (rows[0].requests_per_s, rows[rows.len() - 1].requests_per_s);
-    let mut median = rows.swap_remove(rows.len() / 2);
-    if args.repeat > 1 {
-        median.spread = Some(spread);
-    }
+    let repeated = tried.len() > 1;
+    let range = |values: Vec<f64>| {
+        let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (repeated && low.is_finite()).then_some((low, high))
+    };
+    let spread = range(tried.iter().map(|r| r.requests_per_s).collect());
+    let cpu_spread = range(tried.iter().filter_map(|r| r.cpu_us_per_request).collect());
+    // A run with no CPU measure (no requests) sorts as the dearest.
+    let cpu = |r: &Row| r.cpu_us_per_request.unwrap_or(f64::INFINITY);
+    tried.sort_by(|a, b| cpu(a).total_cmp(&cpu(b)));
+    let mut median = tried.swap_remove(tried.len() / 2);
+    median.spread = spread;
+    median.cpu_spread = cpu_spread;
     median
 }
 

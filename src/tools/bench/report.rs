@@ -22,6 +22,10 @@ pub struct Row {
     pub requests_per_s: f64,
     /// The lowest and highest requests/s over the repeats.
     pub spread: Option<(f64, f64)>,
+    /// The lowest and highest server CPU µs per request over the repeats
+    /// (reports before 2026-12-06's interleaved runs did not keep it).
+    #[serde(default)]
+    pub cpu_spread: Option<(f64, f64)>,
     /// Latency percentiles (µs) and fairness, from the generator.
     pub load: Option<LoadReport>,
     /// Server CPU microseconds per request (user + system, its process tree,
@@ -68,6 +72,12 @@ pub struct BenchReport {
     pub duration_s: f64,
     /// Times each run was repeated.
     pub repeat: usize,
+    /// Whether the repeats ran in interleaved rounds (every model's every
+    /// run once, then again), each row being the run with the median
+    /// server CPU per request; older reports repeated each run back to
+    /// back and kept the median by requests/s.
+    #[serde(default)]
+    pub interleaved: bool,
     /// Whether CPU per request counts only the measured window (from
     /// `/proc`, since 2026-12-06) or, in older reports, the server's whole
     /// run from its summary.

@@ -1,0 +1,91 @@
+//! `lab bench`, end to end: the repeats run in interleaved rounds, and each
+//! row is the attempt with the median server CPU per request, with the
+//! ranges it was chosen from.
+
+mod util;
+
+use std::time::Duration;
+
+use util::run_lab_within;
+
+#[test]
+fn repeats_interleave_and_the_row_is_the_median_by_cpu() {
+    let out = std::env::temp_dir().join(format!("iolab-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let outdir = out.to_str().expect("a UTF-8 temp path");
+    let finished = run_lab_within(
+        &[
+            "bench",
+            "--models",
+            "epoll,poll",
+            "--scenarios",
+            "pipeline",
+            "--repeat",
+            "3",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--out",
+            outdir,
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(
+        finished.status.success(),
+        "lab bench: {}; stderr: {}",
+        finished.status,
+        finished.stderr
+    );
+    // Every attempt is printed as it ends: the models take turns, round by
+    // round, rather than one model's three repeats back to back.
+    // Columns: model, run, req/s, spread, p50, p99, p99.9, per conn, CPU µs…
+    let attempts: Vec<Vec<&str>> = finished
+        .stdout
+        .lines()
+        .take_while(|l| !l.starts_with("medians"))
+        .filter(|l| l.contains(" pipeline "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let order: Vec<&str> = attempts.iter().map(|a| a[0]).collect();
+    assert_eq!(
+        order,
+        ["epoll", "poll", "epoll", "poll", "epoll", "poll"],
+        "{}",
+        finished.stdout
+    );
+    let cpu_of = |model: &str| -> Vec<f64> {
+        let mut cpu: Vec<f64> = attempts
+            .iter()
+            .filter(|a| a[0] == model)
+            .map(|a| a[8].parse().expect("a CPU µs column"))
+            .collect();
+        cpu.sort_by(f64::total_cmp);
+        cpu
+    };
+
+    let json = std::fs::read_to_string(out.join("report.json")).expect("report.json");
+    let report: iolab::tools::bench::BenchReport =
+        serde_json::from_str(&json).expect("report.json parses");
+    assert!(report.interleaved && report.repeat == 3);
+    assert_eq!(report.rows.len(), 2);
+    for row in &report.rows {
+        assert_eq!(row.errors, 0, "{row:?}");
+        let cpu = row.cpu_us_per_request.expect("CPU per request measured");
+        let (low, high) = row.cpu_spread.expect("a CPU range over the repeats");
+        assert!(low <= cpu && cpu <= high, "{low} <= {cpu} <= {high}");
+        // The middle one of the three attempts printed, and its ends.
+        let printed = cpu_of(&row.model);
+        let close = |a: f64, b: f64| (a - b).abs() < 0.006;
+        assert!(
+            close(printed[0], low) && close(printed[1], cpu) && close(printed[2], high),
+            "{} row {cpu} ({low}…{high}), attempts {printed:?}",
+            row.model
+        );
+        let (slow, fast) = row.spread.expect("a requests/s range");
+        assert!(slow <= row.requests_per_s && row.requests_per_s <= fast);
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(md.contains("interleaved rounds") && md.contains("| CPU range |"));
+    let _ = std::fs::remove_dir_all(&out);
+}
