@@ -250,12 +250,22 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
     // The repeats run in rounds — every model's every run once, then all
     // again — not back to back: on a shared machine the noise comes in
     // spells of a minute or more, and a spell that falls on one model's
-    // three repeats in a row would move its median alone.
+    // three repeats in a row would move its median alone. Each round
+    // starts one model further on, so that no model always follows the
+    // same one (the one whose 10,000 connections have just closed, say).
+    let starts: Vec<usize> = (0..cells.len())
+        .filter(|&i| i == 0 || cells[i].0.label != cells[i - 1].0.label)
+        .collect();
     let mut attempts: Vec<Vec<Row>> = vec![Vec::new(); cells.len()];
     let started = Instant::now();
     let mut done = 0;
     for round in 1..=rounds {
-        for ((contender, run), tried) in cells.iter().zip(attempts.iter_mut()) {
+        let first = starts
+            .get((round - 1) % starts.len().max(1))
+            .copied()
+            .unwrap_or(0);
+        for i in (0..cells.len()).map(|i| (i + first) % cells.len()) {
+            let ((contender, run), tried) = (cells[i], &mut attempts[i]);
             done += 1;
             // A run that could not run, or failed, is not tried again: the
             // report gives that attempt.
