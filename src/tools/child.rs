@@ -301,8 +301,13 @@ pub fn tree_descriptors(pid: i32) -> usize {
         .sum()
 }
 
-/// The CPU time (user + system) of `pid` and its living descendants, in
-/// seconds. A descendant that exited takes its time with it.
+/// The CPU time (user + system) of `pid` and its descendants, in seconds:
+/// the living ones' own, and the time of those that exited and were
+/// waited for, which the kernel adds to their parent's account of its
+/// children. (One that exited and was not yet waited for is a zombie,
+/// still listed with its time.) Without the children's account, a
+/// connection's process of `fork` that ended during a measured window
+/// took its time with it, and the window's CPU could come out negative.
 pub fn tree_cpu_seconds(pid: i32) -> f64 {
     std::iter::once(pid)
         .chain(descendants(pid))
@@ -310,15 +315,15 @@ pub fn tree_cpu_seconds(pid: i32) -> f64 {
         .sum()
 }
 
-/// A process's user + system CPU time, all its threads, from
-/// `/proc/PID/stat` (in clock ticks of 1/100 s, fixed by the kernel's ABI:
-/// `USER_HZ`); 0 if it is gone.
+/// A process's user + system CPU time, all its threads, and that of its
+/// children it has waited for, from `/proc/PID/stat` (in clock ticks of
+/// 1/100 s, fixed by the kernel's ABI: `USER_HZ`); 0 if it is gone.
 fn cpu_seconds(pid: i32) -> f64 {
     let Some(rest) = stat_after_comm(pid) else {
         return 0.0;
     };
-    // After the command name, utime and stime are the 12th and 13th fields
-    // (14 and 15 of proc(5)).
+    // After the command name, utime, stime, cutime and cstime are the 12th
+    // to 15th fields (14 to 17 of proc(5)).
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| {
         fields
@@ -326,7 +331,7 @@ fn cpu_seconds(pid: i32) -> f64 {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11) + ticks(12) + ticks(13) + ticks(14)) / 100.0
 }
 
 /// The fields of `/proc/PID/stat` after `pid (comm)`, starting with the
@@ -343,4 +348,41 @@ pub fn tree_memory_kib(pid: i32) -> u64 {
         .chain(descendants(pid))
         .map(memory_kib)
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    /// A shell whose child burns CPU and exits, waited for by the shell,
+    /// which then becomes `sleep`: the child's time must still be the
+    /// tree's, as with a connection's process of `fork` that has ended.
+    #[test]
+    fn a_child_that_exited_and_was_waited_for_keeps_its_cpu_in_the_tree() {
+        let mut shell = Command::new("sh")
+            .args([
+                "-c",
+                "(i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done); exec sleep 10",
+            ])
+            .spawn()
+            .expect("sh runs");
+        let pid = shell.id() as i32;
+        let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let started = Instant::now();
+        while comm().trim() != "sleep" && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let tree = tree_cpu_seconds(pid);
+        let _ = shell.kill();
+        let _ = shell.wait();
+        assert_eq!(comm().trim(), "", "the shell is gone");
+        // The busy child is gone and `sleep` has used nothing, so all of
+        // it is the child's time, in the shell's account of its children.
+        assert!(
+            tree >= 0.05,
+            "the tree's CPU after the child exited: {tree} s"
+        );
+    }
 }

@@ -285,6 +285,9 @@ pub fn run(args: &ProfileArgs) -> io::Result<ProfileReport> {
         return Err(io::Error::other(problem));
     }
     let model = args.model.join(" ");
+    // Before anything is written: `--out` may be inside the repository, and
+    // the profile's own files would make `git describe` say `-dirty`.
+    let commit = commit();
     std::fs::create_dir_all(&args.out)?;
     // Read the machine before pinning ourselves to one CPU, after which
     // `available_parallelism` says 1.
@@ -353,7 +356,7 @@ pub fn run(args: &ProfileArgs) -> io::Result<ProfileReport> {
         command: args.command.clone(),
         perf_command,
         date: now_utc(),
-        commit: commit(),
+        commit,
         machine,
         pinning,
         model,
