@@ -1,6 +1,7 @@
 //! `lab uring` in each of its configurations holds 10,000 connections at
 //! once: direct descriptors (the default), ordinary ones, single-shot
-//! operations, and a submission-polling kernel thread.
+//! operations, a submission-polling kernel thread, no receive bundles,
+//! zero-copy sends and the bounded wait after answers.
 
 mod util;
 
@@ -11,6 +12,9 @@ fn every_uring_variant_holds_10000_concurrent_connections() {
         &["--no-fixed-files"],
         &["--no-multishot"],
         &["--sqpoll"],
+        &["--no-bundle"],
+        &["--send-zc", "1"],
+        &["--min-wait-us", "50"],
     ] {
         util::assert_holds_ten_thousand("uring", variant);
     }

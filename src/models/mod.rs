@@ -130,6 +130,9 @@ pub enum ModelOption {
     NoFixedFiles,
     /// `--send-zc BYTES`: zero-copy sends for answers this large (uring).
     SendZc,
+    /// `--min-wait-us MICROS`: the call that submits answers also waits
+    /// for the next requests, up to MICROS (uring).
+    MinWait,
     /// `--no-bundle`: one provided buffer per receive completion (uring).
     NoBundle,
     /// `--offload N`: a pool of N threads pays for costly requests (epoll).
@@ -185,6 +188,15 @@ impl ModelOption {
                 .value_name("BYTES")
                 .value_parser(clap::value_parser!(u64).range(1..))
                 .help("Send answers of at least BYTES bytes zero-copy (IORING_OP_SEND_ZC) [default: never]"),
+            ModelOption::MinWait => Arg::new("min-wait-us")
+                .long("min-wait-us")
+                .value_name("MICROS")
+                .value_parser(clap::value_parser!(u64).range(1..=1_000_000))
+                .help(
+                    "After submitting answers, wait up to MICROS for one completion more than \
+                     the answers (io_uring's min_wait, Linux 6.12), so the call that submits them \
+                     also waits for the next requests [default: off]",
+                ),
             ModelOption::Offload => Arg::new("offload")
                 .long("offload")
                 .value_name("N")
@@ -222,6 +234,11 @@ impl ModelOption {
             ModelOption::SqPoll => tuning.sqpoll = args.get_flag("sqpoll"),
             ModelOption::NoFixedFiles => tuning.no_fixed_files = args.get_flag("no-fixed-files"),
             ModelOption::NoBundle => tuning.no_bundle = args.get_flag("no-bundle"),
+            ModelOption::MinWait => {
+                tuning.min_wait = args
+                    .get_one::<u64>("min-wait-us")
+                    .map(|&us| std::time::Duration::from_micros(us))
+            }
             ModelOption::SendZc => {
                 tuning.send_zc_min = args.get_one::<u64>("send-zc").map(|&n| n as usize);
             }
@@ -628,6 +645,7 @@ static MODELS: &[Model] = &[
             ModelOption::NoFixedFiles,
             ModelOption::SendZc,
             ModelOption::NoBundle,
+            ModelOption::MinWait,
         ],
         variants: &[
             &["--no-multishot"],
@@ -635,6 +653,7 @@ static MODELS: &[Model] = &[
             &["--sqpoll"],
             &["--send-zc", "1"],
             &["--no-bundle"],
+            &["--min-wait-us", "50"],
             &["--workers", "2"],
         ],
         listener_per_worker: true,

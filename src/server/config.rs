@@ -88,6 +88,10 @@ pub struct Tuning {
     pub send_zc_min: Option<usize>,
     /// uring: no receive bundles (one buffer per completion).
     pub no_bundle: bool,
+    /// uring: after submitting answers, wait up to this long for one more
+    /// completion than the answers (the kernel's `min_wait`), so that the
+    /// call that submits them also sleeps; `None`: off.
+    pub min_wait: Option<std::time::Duration>,
     /// epoll: threads in the pool that pays for costly requests (0: none).
     pub offload: usize,
     /// epoll: every worker's loop watches one shared listener (a dup of

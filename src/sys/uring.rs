@@ -45,18 +45,32 @@ pub fn new_ring(entries: u32, sqpoll_idle: Option<Duration>) -> io::Result<IoUri
     }
 }
 
-/// `io_uring_enter`: submits what is queued and waits for at least one
-/// completion, or until `timeout` passes (`Ok(false)`), or a signal
+/// `io_uring_enter`: submits what is queued and waits for at least `want`
+/// completions, or until `timeout` passes (`Ok(false)`), or a signal
 /// arrives (`Ok(false)` too: the caller looks at its flags and goes on).
-pub fn submit_and_wait(ring: &IoUring, timeout: Option<Duration>) -> io::Result<bool> {
+/// With `min_wait` (Linux 6.12) it waits for `want` only that long, and
+/// after it returns as soon as there is any completion at all.
+pub fn submit_and_wait(
+    ring: &IoUring,
+    want: usize,
+    timeout: Option<Duration>,
+    min_wait: Option<Duration>,
+) -> io::Result<bool> {
     bump(Counter::IoUringEnter);
-    let result = match timeout {
-        Some(timeout) => {
-            let ts = Timespec::from(timeout);
-            ring.submitter()
-                .submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+    let result = match (timeout, min_wait) {
+        (None, None) => ring.submitter().submit_and_wait(want),
+        _ => {
+            let ts = timeout.map(Timespec::from);
+            let mut args = SubmitArgs::new();
+            if let Some(ts) = &ts {
+                args = args.timespec(ts);
+            }
+            if let Some(wait) = min_wait {
+                let micros = u32::try_from(wait.as_micros()).unwrap_or(u32::MAX);
+                args = args.min_wait_usec(micros);
+            }
+            ring.submitter().submit_with_args(want, &args)
         }
-        None => ring.submitter().submit_and_wait(1),
     };
     match result {
         Ok(_) => Ok(true),

@@ -58,6 +58,8 @@ pub struct Loop<'a> {
     /// kernel's notification came, by the send's user data: dropped at the
     /// notification, or with the loop (after the ring: see `Session::idle`).
     zc_leftovers: Vec<(u64, Vec<u8>)>,
+    /// Sends queued since the last `io_uring_enter` (see `wait_and_reap`).
+    answers_queued: usize,
 }
 
 /// The listener's accept: armed or not, and paused after an error that
@@ -86,6 +88,7 @@ impl<'a> Loop<'a> {
             completions: Vec::with_capacity(1024),
             memory_return: MemoryReturn::default(),
             zc_leftovers: Vec::new(),
+            answers_queued: 0,
         }
     }
 
@@ -125,7 +128,22 @@ impl<'a> Loop<'a> {
         self.flush_backlog();
         // Read before the wait: completions dropped during it count too.
         let before = self.ring.ring_mut().completion().overflow();
-        ring::submit_and_wait(self.ring.ring(), timeout)?;
+        // A send to a socket with room completes while it is submitted, so
+        // a call that submits answers and waits for "one completion"
+        // returns at once with the answers' own completions, and only the
+        // next call sleeps until requests come: two calls per batch. With
+        // `--min-wait-us` this call waits for one completion more than the
+        // answers — the next request — but for no longer than the bound:
+        // an answer that cannot complete (a client that does not read)
+        // must not hold another client's request unanswered for longer.
+        let (want, min_wait) = match (self.features.min_wait, self.answers_queued) {
+            (Some(bound), answers) if answers > 0 && timeout != Some(Duration::ZERO) => {
+                (answers + 1, Some(bound))
+            }
+            _ => (1, None),
+        };
+        self.answers_queued = 0;
+        ring::submit_and_wait(self.ring.ring(), want, timeout, min_wait)?;
         self.now = Instant::now();
         self.completions.clear();
         self.completions.extend(
@@ -521,6 +539,7 @@ impl<'a> Loop<'a> {
             };
             let entry = entry.flags(fixed).user_data(user_data(Op::Send, Some(key)));
             session.send_in_flight = true;
+            self.answers_queued += 1;
             // SAFETY: `sending`'s heap buffer is not touched, reallocated or
             // freed until this send's last completion — for a zero-copy
             // send, its notification (`send_in_flight` stays set until
@@ -761,6 +780,7 @@ mod tests {
             direct: false,
             send_zc_min: None,
             bundle: false,
+            min_wait: None,
         };
         Loop::new(Ring::new(ring), listener, config, features)
     }

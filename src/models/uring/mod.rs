@@ -121,6 +121,15 @@
 //!   needs them; only then is the buffer ours again. On loopback the
 //!   kernel copies anyway (and says so: `send_zc_copied`), so here it only
 //!   costs.
+//! - `--min-wait-us MICROS`: the call that submits answers also waits for
+//!   the next requests. Without it a batch costs two `io_uring_enter`: a
+//!   send to a socket with room completes while it is submitted, so the
+//!   call that submits the answers and waits for "one completion" returns
+//!   at once with their completions, and the next call sleeps. With it the
+//!   call waits for one completion more than the answers, but only MICROS
+//!   long (the kernel's `min_wait`, 6.12), then returns with whatever has
+//!   come: an answer that cannot complete (a client that does not read)
+//!   must not keep another client's request waiting longer than that.
 //! - `--sqpoll`: a kernel thread polls the submission queue, so submitting
 //!   needs no syscall at all while it is awake. It helps when a core can be
 //!   spared for it; on a 2-core box it competes with the loop and the load.

@@ -38,6 +38,10 @@ pub struct Features {
     /// A receive completion may carry several provided buffers (bundles,
     /// Linux 6.10); off with `--no-bundle`.
     pub bundle: bool,
+    /// After submitting answers, the loop waits for one completion more
+    /// than the answers, for at most this long (`min_wait`, Linux 6.12):
+    /// `--min-wait-us`.
+    pub min_wait: Option<Duration>,
 }
 
 impl Features {
@@ -53,6 +57,10 @@ impl Features {
                 .send_zc_min
                 .filter(|_| sys::kernel_at_least(6, 2)),
             bundle: !config.tuning.no_bundle && multishot && sys::kernel_at_least(6, 10),
+            min_wait: config
+                .tuning
+                .min_wait
+                .filter(|_| sys::kernel_at_least(6, 12)),
         }
     }
 
@@ -74,6 +82,14 @@ impl Features {
         }
         if self.bundle {
             parts.push("receive bundles");
+        }
+        let min_wait;
+        if let Some(wait) = self.min_wait {
+            min_wait = format!(
+                "answers submitted while waiting up to {} µs",
+                wait.as_micros()
+            );
+            parts.push(&min_wait);
         }
         parts.push(if sqpoll {
             "SQPOLL"
