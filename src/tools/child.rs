@@ -307,9 +307,7 @@ pub fn tree_descriptors(pid: i32) -> usize {
 /// children. Without the children's account, a connection's process of
 /// `fork` that ended during a measured window took its time with it, and
 /// the window's CPU could come out negative. A process that has exited
-/// but was not yet waited for (a zombie) is missed until it is, and so is
-/// a thread that exited: none of the bench's scenarios has either in its
-/// measured window.
+/// but was not yet waited for (a zombie) is missed until it is.
 pub fn tree_cpu_seconds(pid: i32) -> f64 {
     std::iter::once(pid)
         .chain(descendants(pid))
@@ -317,10 +315,11 @@ pub fn tree_cpu_seconds(pid: i32) -> f64 {
         .sum()
 }
 
-/// A process's CPU time: its living threads' (exact, see
-/// [`threads_cpu_seconds`]) and that of the children it has waited for
-/// (`cutime` and `cstime` of `/proc/PID/stat`, in clock ticks of 1/100 s,
-/// `USER_HZ` by the kernel's ABI); 0 if it is gone.
+/// A process's CPU time: its threads' (exactly for the living ones, see
+/// [`threads_cpu_seconds`]; to the tick with the exited ones) and that of
+/// the children it has waited for (`cutime` and `cstime` of
+/// `/proc/PID/stat`, in clock ticks of 1/100 s, `USER_HZ` by the kernel's
+/// ABI); 0 if it is gone.
 fn cpu_seconds(pid: i32) -> f64 {
     let Some(rest) = stat_after_comm(pid) else {
         return 0.0;
@@ -334,7 +333,13 @@ fn cpu_seconds(pid: i32) -> f64 {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    let own = threads_cpu_seconds(pid).unwrap_or_else(|| (ticks(11) + ticks(12)) / 100.0);
+    // Two counts, each short of the truth in its own way: the living
+    // threads' exact time misses threads that have exited, and the
+    // process's `utime` + `stime`, which keep those, are whole ticks (a
+    // process that has run less than a tick in all reads 0). The larger
+    // is the nearer.
+    let ticked = (ticks(11) + ticks(12)) / 100.0;
+    let own = threads_cpu_seconds(pid).map_or(ticked, |exact| exact.max(ticked));
     own + (ticks(13) + ticks(14)) / 100.0
 }
 
@@ -454,5 +459,29 @@ mod tests {
         let _ = shell.kill();
         let _ = shell.wait();
         assert!(tree >= 0.1, "200 processes' busy loops came to {tree} s");
+    }
+
+    /// A thread that ran and exited keeps its time in its process's count
+    /// (the living threads' schedstat alone would lose it, and a window
+    /// across its exit would come out short, even negative).
+    #[test]
+    fn a_thread_that_exited_keeps_its_cpu_in_the_process() {
+        let me = std::process::id() as i32;
+        let before = cpu_seconds(me);
+        std::thread::spawn(|| {
+            let started = Instant::now();
+            let mut x = 0u64;
+            while started.elapsed() < Duration::from_millis(300) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        })
+        .join()
+        .expect("the busy thread ran");
+        let after = cpu_seconds(me);
+        assert!(
+            after - before >= 0.2,
+            "300 ms of a thread that has exited came to {} s",
+            after - before
+        );
     }
 }
