@@ -1,6 +1,6 @@
 //! # `async` — the blocking handler, rewritten as a future
 //!
-//! `coro` runs [`handler::handle`](crate::server::handler::handle) unchanged on a
+//! `coro` runs [`handler::handle`] unchanged on a
 //! coroutine: the stack remembers where the handler was. Here the compiler
 //! remembers: [`handle`] below is `handler::handle` rewritten line for
 //! line as an `async fn`, with `.await` at each call that would block, and
@@ -169,7 +169,7 @@ async fn connection(
     drop(place);
 }
 
-/// Serves one connection to its end: [`handler::handle`](crate::server::handler::handle),
+/// Serves one connection to its end: [`handler::handle`],
 /// awaited.
 pub async fn handle(conn: &mut TcpStream, config: &Config) {
     if serve_conn(conn, config).await.is_err() {

@@ -54,7 +54,7 @@
 //! ## Failure modes, and what the code does
 //!
 //! - *A stale event* for a connection closed earlier in the same batch: the
-//!   event carries a [`Token`](crate::server::driver::Token) with a generation, so it
+//!   event carries a [`Token`] with a generation, so it
 //!   can never reach the connection that reuses the slot.
 //! - *Descriptor exhaustion*: the shared acceptor's spare-descriptor trick
 //!   (see [`crate::server::listener::Acceptor`]) keeps a full accept queue from

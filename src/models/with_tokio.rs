@@ -4,7 +4,7 @@
 //! async runtime whose reactor is mio (epoll, edge-triggered) and whose
 //! tasks are state machines the *compiler* writes from `async fn`s. The
 //! connection handler below reads like the blocking family's
-//! [`handler::handle`](crate::server::handler::handle) — read, feed the codec,
+//! [`handler::handle`] — read, feed the codec,
 //! write all — but every `.await` is a point where the task may be parked
 //! and the thread may run another.
 //!

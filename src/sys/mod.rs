@@ -2,7 +2,7 @@
 //!
 //! Every wrapper here does three things, and nothing else: makes the call,
 //! turns the C convention (`-1` and `errno`) into an [`io::Error`], and bumps
-//! the call's [`Counter`](counters::Counter). Model code therefore reads like
+//! the call's [`Counter`]. Model code therefore reads like
 //! the man page (`sys::recv(fd, buf)`) and the summary line's syscall counts
 //! are true by construction: a call that does not go through here is not
 //! made on the hot path.

@@ -44,7 +44,7 @@
 //! - **Receive buffers** belong to a provided-buffer ring
 //!   ([`BufRing`](crate::sys::uring::BufRing)): one `mmap`ed pool, never
 //!   moved, owned with the ring by one value
-//!   ([`Ring`](crate::sys::uring::Ring)) whose `Drop` unregisters them
+//!   ([`Ring`]) whose `Drop` unregisters them
 //!   from the kernel before they are unmapped. A multishot `recv` takes a
 //!   buffer only when data arrives, so an idle connection owns none; the
 //!   completion hands it to us as a
@@ -85,7 +85,7 @@
 //! cancelled, every read side shut down, and the loop ends when the last
 //! session is freed. An accept error that retrying at once would only
 //! repeat — out of descriptors (`EMFILE`), out of memory, a listener that
-//! refuses — pauses accepting for 50 ms ([`PAUSE`]) rather than spinning;
+//! refuses — pauses accepting for 50 ms (`PAUSE`) rather than spinning;
 //! the readiness models' acceptor sorts the errors the same way
 //! ([`AcceptError`](crate::server::listener::AcceptError)).
 //!
