@@ -346,12 +346,11 @@ fn cpu_seconds(pid: i32) -> f64 {
 /// The time each of `pid`'s threads has spent on a CPU, from
 /// `/proc/PID/task/TID/schedstat` (its first field, in nanoseconds: the
 /// scheduler's own exact account), summed; `None` where the kernel has no
-/// schedstat. Not `utime` and `stime` of `/proc/PID/stat`: with tick-based
-/// accounting (`CONFIG_TICK_CPU_ACCOUNTING`, this lab's kernel) those are
-/// apportioned from samples at timer ticks, and a thousand processes that
-/// each run for moments between ticks read as nothing — `fork`'s 1,000
-/// connection processes read 0.0 s over two seconds in which schedstat
-/// counted 2.26 s, and `lab bench` reported 0.47 µs per request for them.
+/// schedstat. Not `utime` and `stime` of `/proc/PID/stat` alone: they
+/// come in whole ticks of 1/100 s, and many processes that each run for
+/// moments read as nothing — `fork`'s 1,000 connection processes read
+/// 0.0 s over two seconds in which schedstat counted 2.26 s, and `lab
+/// bench` reported 0.47 µs per request for them.
 fn threads_cpu_seconds(pid: i32) -> Option<f64> {
     let mut nanos = 0u64;
     let mut found = false;

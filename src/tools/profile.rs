@@ -587,7 +587,6 @@ fn function_family(name: &str) -> Option<Family> {
         "net_",
         "__net",
         "netif",
-        "__netif",
         "dev_",
         "__dev_",
         "loopback",
@@ -598,7 +597,6 @@ fn function_family(name: &str) -> Option<Family> {
         "validate_xmit",
         "raw_v4",
         "security_sock",
-        "security_socket",
     ];
     let starts = |prefixes: &[&str]| prefixes.iter().any(|p| name.starts_with(p));
     if starts(SCHEDULER) {

@@ -269,10 +269,7 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
             done += 1;
             // A run that could not run, or failed, is not tried again: the
             // report gives that attempt.
-            if tried
-                .last()
-                .is_some_and(|row| row.skipped.is_some() || row.errors > 0)
-            {
+            if tried.last().is_some_and(Row::failed) {
                 continue;
             }
             // Progress on stderr, when it is a terminal, erased before the
@@ -371,20 +368,12 @@ fn row_line(row: &Row) -> String {
 /// with the range of requests/s and of CPU over the repeats. A run that
 /// could not run, or failed, is reported as that attempt.
 fn median_of(mut tried: Vec<Row>) -> Row {
-    if let Some(failed) = tried
-        .iter()
-        .position(|r| r.skipped.is_some() || r.errors > 0)
-    {
+    if let Some(failed) = tried.iter().position(Row::failed) {
         return tried.swap_remove(failed);
     }
     let repeated = tried.len() > 1;
-    let range = |values: Vec<f64>| {
-        let low = values.iter().copied().fold(f64::INFINITY, f64::min);
-        let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (repeated && low.is_finite()).then_some((low, high))
-    };
-    let spread = range(tried.iter().map(|r| r.requests_per_s).collect());
-    let cpu_spread = range(tried.iter().filter_map(|r| r.cpu_us_per_request).collect());
+    let spread = range(tried.iter().map(|r| r.requests_per_s)).filter(|_| repeated);
+    let cpu_spread = range(tried.iter().filter_map(|r| r.cpu_us_per_request)).filter(|_| repeated);
     // A run with no CPU measure (no requests) sorts as the dearest.
     let cpu = |r: &Row| r.cpu_us_per_request.unwrap_or(f64::INFINITY);
     tried.sort_by(|a, b| cpu(a).total_cmp(&cpu(b)));
@@ -392,6 +381,14 @@ fn median_of(mut tried: Vec<Row>) -> Row {
     median.spread = spread;
     median.cpu_spread = cpu_spread;
     median
+}
+
+/// The lowest and highest of `values`, if there are any.
+fn range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    values.fold(None, |range, v| match range {
+        None => Some((v, v)),
+        Some((low, high)) => Some((low.min(v), high.max(v))),
+    })
 }
 
 /// One model under one run, from start to summary.

@@ -42,6 +42,14 @@ pub struct Row {
     pub summary: Option<Summary>,
 }
 
+impl Row {
+    /// Whether the run could not be made, or made errors: a repeat would
+    /// tell nothing more, and the report gives this attempt.
+    pub fn failed(&self) -> bool {
+        self.skipped.is_some() || self.errors > 0
+    }
+}
+
 /// The machine a report was measured on.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Machine {
