@@ -90,3 +90,67 @@ fn repeats_interleave_and_the_row_is_the_median_by_cpu() {
     assert!(md.contains("interleaved rounds") && md.contains("| CPU range |"));
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// A contender may name another build of `lab` to serve it (the same model
+/// before and after a change, side by side): the bench starts that
+/// executable, and the row keeps the entry as given.
+#[test]
+fn a_contender_can_be_served_by_another_build() {
+    let dir = std::env::temp_dir().join(format!("iolab-bench-other-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // Another "build": a script that leaves a mark, then becomes this lab.
+    let other = dir.join("lab-before");
+    let mark = dir.join("served");
+    std::fs::write(
+        &other,
+        format!(
+            "#!/bin/sh\necho \"$@\" > '{}'\nexec '{}' \"$@\"\n",
+            mark.display(),
+            util::lab_bin()
+        ),
+    )
+    .expect("write the script");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let entry = format!("{} epoll", other.display());
+    let out = dir.join("report");
+    let finished = run_lab_within(
+        &[
+            "bench",
+            "--models",
+            &entry,
+            "--scenarios",
+            "pipeline",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0.1",
+            "--out",
+            out.to_str().expect("a UTF-8 temp path"),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let served = std::fs::read_to_string(&mark).expect("the other build was started");
+    assert!(served.starts_with("epoll "), "its arguments: {served}");
+    let json = std::fs::read_to_string(out.join("report.json")).expect("report.json");
+    let report: iolab::tools::bench::BenchReport =
+        serde_json::from_str(&json).expect("report.json parses");
+    assert_eq!(report.rows.len(), 1);
+    assert_eq!(report.rows[0].model, entry);
+    assert_eq!(report.rows[0].errors, 0);
+
+    let missing = format!("{} epoll", dir.join("no-such-lab").display());
+    let refused = run_lab_within(
+        &["bench", "--models", &missing, "--scenarios", "pipeline"],
+        Duration::from_secs(30),
+    );
+    assert!(!refused.status.success());
+    assert!(
+        refused.stderr.contains("no such file"),
+        "{}",
+        refused.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

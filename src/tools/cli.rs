@@ -11,7 +11,9 @@ use crate::server::config::{parse_positive, parse_secs};
 /// `lab bench`'s options.
 #[derive(clap::Args, Debug)]
 pub struct BenchCli {
-    /// Models to compare, comma-separated, each perhaps with its options ("epoll,uring --sqpoll") [default: every model]
+    /// Models to compare, comma-separated, each perhaps with its options
+    /// ("epoll,uring --sqpoll"), perhaps after the path of another build of
+    /// lab to serve it ("uring,/tmp/lab-before uring") [default: every model]
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<String>,
     /// Scenarios: rr (1, 100, 1000 conns), pipeline (100 conns, depth 16), c10k

@@ -164,22 +164,41 @@ pub fn run_named(name: &str) -> Option<Run> {
 }
 
 /// A model as the bench runs it: its name, perhaps with options (`uring
-/// --sqpoll`), so that variants of one model can be compared side by side.
+/// --sqpoll`), so that variants of one model can be compared side by side;
+/// perhaps after the path of another build of `lab` (`/tmp/lab-before
+/// uring`), so that one model before and after a change can be.
 #[derive(Clone)]
 struct Contender {
     model: &'static Model,
-    /// The name and options, as given: the row's name in the report.
+    /// The entry as given: the row's name in the report.
     label: String,
+    /// The `lab` executable that serves it, if not this one.
+    lab: Option<PathBuf>,
+    /// The model and its options: the server's command line.
+    command: Vec<String>,
 }
 
 impl Contender {
     fn parse(entry: &str) -> io::Result<Contender> {
-        let name = entry.split_whitespace().next().unwrap_or_default();
+        let mut words: Vec<String> = entry.split_whitespace().map(String::from).collect();
+        // A first word with a slash in it is a path (a model name has none).
+        let lab = match words.first() {
+            Some(first) if first.contains('/') => Some(PathBuf::from(words.remove(0))),
+            _ => None,
+        };
+        let name = words.first().map_or("", String::as_str);
         let model =
             models::find(name).ok_or_else(|| io::Error::other(format!("no model named {name}")))?;
+        if let Some(lab) = &lab {
+            if !lab.is_file() {
+                return Err(io::Error::other(format!("{}: no such file", lab.display())));
+            }
+        }
         Ok(Contender {
             model,
             label: entry.split_whitespace().collect::<Vec<_>>().join(" "),
+            lab,
+            command: words,
         })
     }
 }
@@ -423,8 +442,9 @@ fn measure_running(
     pin: bool,
     row: &mut Row,
 ) -> io::Result<()> {
-    let command: Vec<&str> = contender.label.split_whitespace().collect();
-    let mut server = ServerProcess::start(&args.lab, &command, pin)?;
+    let command: Vec<&str> = contender.command.iter().map(String::as_str).collect();
+    let lab = contender.lab.as_ref().unwrap_or(&args.lab);
+    let mut server = ServerProcess::start(lab, &command, pin)?;
     let pid = server.pid();
     let baseline = tree_memory_kib(pid);
     let peak = AtomicU64::new(baseline);
