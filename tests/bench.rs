@@ -70,6 +70,30 @@ fn repeats_interleave_and_the_row_is_the_median_by_cpu() {
         serde_json::from_str(&json).expect("report.json parses");
     assert!(report.interleaved && report.repeat == 3);
     assert_eq!(report.rows.len(), 2);
+    // Every attempt is kept, in the order it ran, as printed.
+    let kept: Vec<(usize, &str)> = report
+        .attempts
+        .iter()
+        .map(|a| (a.round, a.model.as_str()))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (1, "epoll"),
+            (1, "poll"),
+            (2, "poll"),
+            (2, "epoll"),
+            (3, "epoll"),
+            (3, "poll")
+        ]
+    );
+    for (attempt, printed) in report.attempts.iter().zip(&attempts) {
+        let cpu = attempt.cpu_us_per_request.expect("CPU measured");
+        let shown: f64 = printed[8].parse().expect("a CPU µs column");
+        assert!((cpu - shown).abs() < 0.006, "{cpu} printed as {shown}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert!(md.contains("Every attempt"), "{md}");
     for row in &report.rows {
         assert_eq!(row.errors, 0, "{row:?}");
         let cpu = row.cpu_us_per_request.expect("CPU per request measured");

@@ -107,6 +107,28 @@ pub(super) fn markdown(report: &BenchReport, charts: &[String]) -> String {
         }
     }
     md.push('\n');
+    if !report.attempts.is_empty() {
+        md.push_str(
+            "\nEvery attempt, in the order they ran (the table above shows, for each model and \
+             run, the one with the median server CPU per request):\n\n\
+             | round | model | run | req/s | server CPU µs/req | syscalls/req | errors |\n\
+             |--:|---|---|--:|--:|--:|--:|\n",
+        );
+        let opt = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.2}"));
+        for a in &report.attempts {
+            md.push_str(&format!(
+                "| {} | {} | {} | {:.0} | {} | {} | {} |\n",
+                a.round,
+                a.model,
+                a.run,
+                a.requests_per_s,
+                opt(a.cpu_us_per_request),
+                opt(a.syscalls_per_request),
+                a.errors
+            ));
+        }
+        md.push('\n');
+    }
     for chart in charts {
         let alt = chart.trim_end_matches(".svg").replace('-', " ");
         md.push_str(&format!("\n![{alt}]({chart})\n"));

@@ -52,7 +52,7 @@ mod report;
 
 use markdown::{markdown, spread, us};
 pub(crate) use report::{commit, machine, now_utc};
-pub use report::{BenchReport, Machine, Row};
+pub use report::{Attempt, BenchReport, Machine, Row};
 
 /// One load a model is put under.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -276,6 +276,7 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
         .filter(|&i| i == 0 || cells[i].0.label != cells[i - 1].0.label)
         .collect();
     let mut attempts: Vec<Vec<Row>> = vec![Vec::new(); cells.len()];
+    let mut in_order: Vec<Attempt> = Vec::new();
     let started = Instant::now();
     let mut done = 0;
     for round in 1..=rounds {
@@ -313,6 +314,9 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
                 eprint!("{:79}\r", "");
             }
             println!("{}", row_line(&row));
+            if rounds > 1 && row.skipped.is_none() {
+                in_order.push(Attempt::of(&row, round));
+            }
             tried.push(row);
         }
     }
@@ -334,6 +338,7 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
         interleaved: true,
         cpu_in_window: true,
         rows,
+        attempts: in_order,
     };
     write_report(&report, &args.out)?;
     Ok(report)

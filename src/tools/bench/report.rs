@@ -93,6 +93,45 @@ pub struct BenchReport {
     pub cpu_in_window: bool,
     /// Every model × run.
     pub rows: Vec<Row>,
+    /// With repeats, every attempt in the order it ran, so that a reader
+    /// can see how far the ones not shown lie from the median (empty in
+    /// older reports and without repeats).
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+}
+
+/// One attempt of a repeated run, in brief.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The round it ran in, from 1.
+    pub round: usize,
+    /// As in its [`Row`].
+    pub model: String,
+    /// As in its [`Row`].
+    pub run: String,
+    /// Requests per second.
+    pub requests_per_s: f64,
+    /// Server CPU µs per request, in the measured window.
+    pub cpu_us_per_request: Option<f64>,
+    /// System calls per request, over the server's whole run.
+    pub syscalls_per_request: Option<f64>,
+    /// Errors the generator saw.
+    pub errors: u64,
+}
+
+impl Attempt {
+    /// The brief of `row`, measured in round `round`.
+    pub fn of(row: &Row, round: usize) -> Attempt {
+        Attempt {
+            round,
+            model: row.model.clone(),
+            run: row.run.clone(),
+            requests_per_s: row.requests_per_s,
+            cpu_us_per_request: row.cpu_us_per_request,
+            syscalls_per_request: row.syscalls_per_request,
+            errors: row.errors,
+        }
+    }
 }
 
 pub(crate) fn machine() -> Machine {
