@@ -24,6 +24,7 @@ fn main() {
         repeat: 1,
         command: "cargo bench --bench models".into(),
         lab: PathBuf::from(env!("CARGO_BIN_EXE_lab")),
+        saturate: false,
     };
     match iolab::tools::bench::run(&args) {
         Ok(_) => println!("report: {}", args.out.display()),

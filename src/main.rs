@@ -64,6 +64,7 @@ fn bench(args: &ArgMatches) -> Result<(), String> {
         repeat: cli.repeat,
         command: command.join(" "),
         lab: std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?,
+        saturate: cli.saturate,
     };
     let report = iolab::tools::bench::run(&args).map_err(|e| format!("bench: {e}"))?;
     let failed = report.rows.iter().filter(|r| r.errors > 0).count();

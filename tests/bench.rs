@@ -178,3 +178,37 @@ fn a_contender_can_be_served_by_another_build() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--saturate` runs a busy loop beside the server, and the report says so
+/// where it says how server and generator were placed.
+#[test]
+fn saturate_shares_the_servers_cpu_and_the_report_says_so() {
+    let out = std::env::temp_dir().join(format!("iolab-bench-saturate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let finished = run_lab_within(
+        &[
+            "bench",
+            "--models",
+            "epoll",
+            "--scenarios",
+            "pipeline",
+            "--saturate",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0.1",
+            "--out",
+            out.to_str().expect("a UTF-8 temp path"),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let json = std::fs::read_to_string(out.join("report.json")).expect("report.json");
+    let report: iolab::tools::bench::BenchReport =
+        serde_json::from_str(&json).expect("report.json parses");
+    assert_eq!(report.rows[0].errors, 0);
+    if report.machine.cores >= 2 {
+        assert!(report.pinning.contains("busy loop"), "{}", report.pinning);
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -44,6 +44,11 @@ pub struct BenchCli {
     /// server CPU per request, with the ranges.
     #[arg(long, default_value = "1", value_parser = parse_positive)]
     pub repeat: usize,
+    /// Share the server's CPU with a busy loop, so that the server, not the
+    /// load generator, sets the pace: CPU per request is then what serving
+    /// costs when requests are always waiting, with no sleeps counted.
+    #[arg(long)]
+    pub saturate: bool,
     /// Also write the book's tables from the report (the one measured, or
     /// the one --rerender reads) into this directory, e.g.
     /// docs/src/generated.

@@ -223,6 +223,51 @@ pub struct BenchArgs {
     pub command: String,
     /// The `lab` executable to start the models with.
     pub lab: PathBuf,
+    /// A busy loop shares the server's CPU, so that the server, not the
+    /// load generator, sets the pace (see [`Neighbour`]).
+    pub saturate: bool,
+}
+
+/// A thread that spins on the server's CPU for as long as it lives.
+///
+/// On a 2-core machine the generator, on its own core, is the bottleneck
+/// of most busy runs, and a server that keeps up sleeps whenever it has
+/// caught up: its CPU per request then counts those sleeps and wake-ups,
+/// as many as the generator's pace makes, and every model's core ends up
+/// about as busy (0.87–0.96 of it in one run of every model). With a busy
+/// neighbour the scheduler gives the server about half its core and the
+/// server never catches up: it is the bottleneck, runs without sleeping,
+/// and its CPU per request is what serving costs when requests are always
+/// waiting — each model's batching at its best.
+struct Neighbour {
+    stop: std::sync::Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Neighbour {
+    fn start(cpu: usize) -> Neighbour {
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            pin_self(cpu);
+            while !stopped.load(Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        Neighbour {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Neighbour {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Runs the comparison, printing a table as it goes, and writes
@@ -247,10 +292,17 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
     let cores = machine.cores;
     let pinning = if cores >= 2 {
         pin_self(1);
-        "server on CPU 0, load generator on CPU 1".to_string()
+        match args.saturate {
+            true => {
+                "server on CPU 0, shared with a busy loop (--saturate), load generator on CPU 1"
+            }
+            false => "server on CPU 0, load generator on CPU 1",
+        }
+        .to_string()
     } else {
         "not pinned (one CPU)".to_string()
     };
+    let _neighbour = (args.saturate && cores >= 2).then(|| Neighbour::start(0));
     // Every (model, run) pair, in the order of the report.
     let cells: Vec<(&Contender, &Run)> = chosen
         .iter()
