@@ -240,33 +240,39 @@ pub struct BenchArgs {
 /// and its CPU per request is what serving costs when requests are always
 /// waiting — each model's batching at its best.
 struct Neighbour {
-    stop: std::sync::Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// A shell spinning in `while :; do :; done`: a process of its own, so
+    /// that its CPU is not counted as the generator's (which is this one).
+    spinner: std::process::Child,
 }
 
 impl Neighbour {
-    fn start(cpu: usize) -> Neighbour {
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            pin_self(cpu);
-            while !stopped.load(Relaxed) {
-                std::hint::spin_loop();
-            }
-        });
-        Neighbour {
-            stop,
-            thread: Some(thread),
+    fn start(cpu: usize) -> io::Result<Neighbour> {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new("sh");
+        command
+            .args(["-c", "while :; do :; done"])
+            .stdin(std::process::Stdio::null());
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec the closure makes only
+        // async-signal-safe system calls (prctl, getppid, raise,
+        // sched_setaffinity) on values on its own stack; it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                crate::sys::die_with_parent(parent);
+                pin_self(cpu);
+                Ok(())
+            });
         }
+        Ok(Neighbour {
+            spinner: command.spawn()?,
+        })
     }
 }
 
 impl Drop for Neighbour {
     fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let _ = self.spinner.kill();
+        let _ = self.spinner.wait();
     }
 }
 
@@ -302,7 +308,10 @@ pub fn run(args: &BenchArgs) -> io::Result<BenchReport> {
     } else {
         "not pinned (one CPU)".to_string()
     };
-    let _neighbour = (args.saturate && cores >= 2).then(|| Neighbour::start(0));
+    let _neighbour = match args.saturate && cores >= 2 {
+        true => Some(Neighbour::start(0)?),
+        false => None,
+    };
     // Every (model, run) pair, in the order of the report.
     let cells: Vec<(&Contender, &Run)> = chosen
         .iter()
