@@ -224,7 +224,7 @@ pub struct BenchArgs {
     /// The `lab` executable to start the models with.
     pub lab: PathBuf,
     /// A busy loop shares the server's CPU, so that the server, not the
-    /// load generator, sets the pace (see [`Neighbour`]).
+    /// load generator, sets the pace (see `Neighbour`).
     pub saturate: bool,
 }
 
