@@ -138,29 +138,9 @@ fn a_contender_can_be_served_by_another_build() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let entry = format!("{} epoll", other.display());
-    let out = dir.join("report");
-    let finished = run_lab_within(
-        &[
-            "bench",
-            "--models",
-            &entry,
-            "--scenarios",
-            "pipeline",
-            "--duration",
-            "0.3",
-            "--warmup",
-            "0.1",
-            "--out",
-            out.to_str().expect("a UTF-8 temp path"),
-        ],
-        Duration::from_secs(60),
-    );
-    assert!(finished.status.success(), "{}", finished.stderr);
+    let report = quick_bench(&entry, &[], &dir.join("report"));
     let served = std::fs::read_to_string(&mark).expect("the other build was started");
     assert!(served.starts_with("epoll "), "its arguments: {served}");
-    let json = std::fs::read_to_string(out.join("report.json")).expect("report.json");
-    let report: iolab::tools::bench::BenchReport =
-        serde_json::from_str(&json).expect("report.json parses");
     assert_eq!(report.rows.len(), 1);
     assert_eq!(report.rows[0].model, entry);
     assert_eq!(report.rows[0].errors, 0);
@@ -185,30 +165,38 @@ fn a_contender_can_be_served_by_another_build() {
 fn saturate_shares_the_servers_cpu_and_the_report_says_so() {
     let out = std::env::temp_dir().join(format!("iolab-bench-saturate-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let finished = run_lab_within(
-        &[
-            "bench",
-            "--models",
-            "epoll",
-            "--scenarios",
-            "pipeline",
-            "--saturate",
-            "--duration",
-            "0.3",
-            "--warmup",
-            "0.1",
-            "--out",
-            out.to_str().expect("a UTF-8 temp path"),
-        ],
-        Duration::from_secs(60),
-    );
-    assert!(finished.status.success(), "{}", finished.stderr);
-    let json = std::fs::read_to_string(out.join("report.json")).expect("report.json");
-    let report: iolab::tools::bench::BenchReport =
-        serde_json::from_str(&json).expect("report.json parses");
+    let report = quick_bench("epoll", &["--saturate"], &out);
     assert_eq!(report.rows[0].errors, 0);
     if report.machine.cores >= 2 {
         assert!(report.pinning.contains("busy loop"), "{}", report.pinning);
     }
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A short `lab bench` of `models` under `pipeline` (0.3 s a run), with
+/// `extra` options, written to `out`: its report, once it succeeded.
+fn quick_bench(
+    models: &str,
+    extra: &[&str],
+    out: &std::path::Path,
+) -> iolab::tools::bench::BenchReport {
+    let outdir = out.to_str().expect("a UTF-8 temp path");
+    let mut args = vec![
+        "bench",
+        "--models",
+        models,
+        "--scenarios",
+        "pipeline",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--out",
+        outdir,
+    ];
+    args.extend_from_slice(extra);
+    let finished = run_lab_within(&args, Duration::from_secs(60));
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let json = std::fs::read_to_string(out.join("report.json")).expect("report.json");
+    serde_json::from_str(&json).expect("report.json parses")
 }

@@ -128,10 +128,128 @@ pub(super) fn markdown(report: &BenchReport, charts: &[String]) -> String {
             ));
         }
         md.push('\n');
+        md.push_str(&round_by_round(report));
     }
     for chart in charts {
         let alt = chart.trim_end_matches(".svg").replace('-', " ");
         md.push_str(&format!("\n![{alt}]({chart})\n"));
     }
     md
+}
+
+/// Each model's CPU per request over the first model's, run by run and
+/// round by round, from the attempts: a slow spell of the host moves a
+/// whole round, and a ratio within a round cancels what a median of
+/// each model's own attempts keeps. Empty with fewer than two models.
+pub(super) fn round_by_round(report: &BenchReport) -> String {
+    let mut models: Vec<&str> = Vec::new();
+    let mut runs: Vec<&str> = Vec::new();
+    for a in &report.attempts {
+        if !models.contains(&a.model.as_str()) {
+            models.push(&a.model);
+        }
+        if !runs.contains(&a.run.as_str()) {
+            runs.push(&a.run);
+        }
+    }
+    // The first model of the report, as the contenders were given.
+    let Some(base) = report.rows.first().map(|r| r.model.as_str()) else {
+        return String::new();
+    };
+    if models.len() < 2 || !models.contains(&base) {
+        return String::new();
+    }
+    let cpu = |model: &str, run: &str, round: usize| {
+        report
+            .attempts
+            .iter()
+            .find(|a| a.model == model && a.run == run && a.round == round)
+            .and_then(|a| a.cpu_us_per_request)
+    };
+    let rounds = report.attempts.iter().map(|a| a.round).max().unwrap_or(0);
+    let mut md = format!(
+        "Server CPU per request over `{base}`'s in the same round (below 1: cheaper than \
+         `{base}`); the host's slow spells move whole rounds, and a ratio within a round \
+         cancels them:\n\n| model | run | round by round | median |\n|---|---|---|--:|\n"
+    );
+    for model in models.iter().filter(|m| **m != base) {
+        for run in &runs {
+            let ratios: Vec<f64> = (1..=rounds)
+                .filter_map(|round| Some(cpu(model, run, round)? / cpu(base, run, round)?))
+                .filter(|r| r.is_finite())
+                .collect();
+            if ratios.is_empty() {
+                continue;
+            }
+            let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            md.push_str(&format!(
+                "| {model} | {run} | {} | {:.2} |\n",
+                listed.join(", "),
+                median(&ratios)
+            ));
+        }
+    }
+    md.push('\n');
+    md
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    match sorted.len() % 2 {
+        0 if mid > 0 => (sorted[mid - 1] + sorted[mid]) / 2.0,
+        _ => sorted[mid],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::bench::report::Attempt;
+
+    fn attempt(round: usize, model: &str, cpu: f64) -> Attempt {
+        Attempt {
+            round,
+            model: model.into(),
+            run: "rr-1000".into(),
+            requests_per_s: 1000.0,
+            cpu_us_per_request: Some(cpu),
+            syscalls_per_request: None,
+            errors: 0,
+        }
+    }
+
+    /// The ratios pair each round's attempts, whatever order they ran in,
+    /// and the median is of the ratios, not a ratio of medians.
+    #[test]
+    fn round_by_round_divides_within_each_round() {
+        let report = BenchReport {
+            rows: vec![Row {
+                model: "epoll".into(),
+                ..Row::default()
+            }],
+            attempts: vec![
+                attempt(1, "epoll", 8.0),
+                attempt(1, "uring", 6.0),
+                attempt(2, "uring", 12.0),
+                attempt(2, "epoll", 10.0),
+                attempt(3, "epoll", 9.0),
+                attempt(3, "uring", 9.0),
+            ],
+            ..BenchReport::default()
+        };
+        let md = round_by_round(&report);
+        assert!(
+            md.contains("| uring | rr-1000 | 0.75, 1.20, 1.00 | 1.00 |"),
+            "{md}"
+        );
+        assert_eq!(median(&[3.0, 1.0]), 2.0);
+        let alone = BenchReport {
+            attempts: vec![attempt(1, "epoll", 8.0)],
+            ..report
+        };
+        assert_eq!(round_by_round(&alone), "");
+    }
 }
