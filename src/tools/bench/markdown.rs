@@ -109,7 +109,8 @@ pub(super) fn markdown(report: &BenchReport, charts: &[String]) -> String {
     md.push('\n');
     if !report.attempts.is_empty() {
         md.push_str(
-            "\nEvery attempt, in the order they ran (the table above shows, for each model and \
+            "\nEvery attempt that ran, in the order they ran (one that failed or could not run \
+             is the row above; the table above shows, for each model and \
              run, the one with the median server CPU per request):\n\n\
              | round | model | run | req/s | server CPU µs/req | syscalls/req | errors |\n\
              |--:|---|---|--:|--:|--:|--:|\n",
@@ -140,7 +141,8 @@ pub(super) fn markdown(report: &BenchReport, charts: &[String]) -> String {
 /// Each model's CPU per request over the first model's, run by run and
 /// round by round, from the attempts: a slow spell of the host moves a
 /// whole round, and a ratio within a round cancels what a median of
-/// each model's own attempts keeps. Empty with fewer than two models.
+/// each model's own attempts keeps. Empty when there is nothing to
+/// divide (fewer than two models with attempts, or no CPU measured).
 pub(super) fn round_by_round(report: &BenchReport) -> String {
     let mut models: Vec<&str> = Vec::new();
     let mut runs: Vec<&str> = Vec::new();
@@ -152,11 +154,17 @@ pub(super) fn round_by_round(report: &BenchReport) -> String {
             runs.push(&a.run);
         }
     }
-    // The first model of the report, as the contenders were given.
-    let Some(base) = report.rows.first().map(|r| r.model.as_str()) else {
+    // The first model, as the contenders were given, that has attempts
+    // (one whose every run failed or was skipped has none).
+    let Some(base) = report
+        .rows
+        .iter()
+        .map(|r| r.model.as_str())
+        .find(|m| models.contains(m))
+    else {
         return String::new();
     };
-    if models.len() < 2 || !models.contains(&base) {
+    if models.len() < 2 {
         return String::new();
     }
     let cpu = |model: &str, run: &str, round: usize| {
@@ -167,11 +175,7 @@ pub(super) fn round_by_round(report: &BenchReport) -> String {
             .and_then(|a| a.cpu_us_per_request)
     };
     let rounds = report.attempts.iter().map(|a| a.round).max().unwrap_or(0);
-    let mut md = format!(
-        "Server CPU per request over `{base}`'s in the same round (below 1: cheaper than \
-         `{base}`); the host's slow spells move whole rounds, and a ratio within a round \
-         cancels them:\n\n| model | run | round by round | median |\n|---|---|---|--:|\n"
-    );
+    let mut table = String::new();
     for model in models.iter().filter(|m| **m != base) {
         for run in &runs {
             let ratios: Vec<f64> = (1..=rounds)
@@ -182,19 +186,29 @@ pub(super) fn round_by_round(report: &BenchReport) -> String {
                 continue;
             }
             let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-            md.push_str(&format!(
+            table.push_str(&format!(
                 "| {model} | {run} | {} | {:.2} |\n",
                 listed.join(", "),
                 median(&ratios)
             ));
         }
     }
-    md.push('\n');
-    md
+    if table.is_empty() {
+        return String::new();
+    }
+    format!(
+        "Server CPU per request over `{base}`'s in the same round (below 1: cheaper than \
+         `{base}`); the host's slow spells move whole rounds, and a ratio within a round \
+         cancels them:\n\n| model | run | round by round | median |\n|---|---|---|--:|\n{table}\n"
+    )
 }
 
-/// The median of `values` (the mean of the middle two for an even count).
+/// The median of `values` (the mean of the middle two for an even count;
+/// NaN for none).
 fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
@@ -222,7 +236,9 @@ mod tests {
     }
 
     /// The ratios pair each round's attempts, whatever order they ran in,
-    /// and the median is of the ratios, not a ratio of medians.
+    /// and the median is of the ratios (1.15), not a ratio of the two
+    /// models' medians (9.2 / 9, 1.02): their medians fall in different
+    /// rounds.
     #[test]
     fn round_by_round_divides_within_each_round() {
         let report = BenchReport {
@@ -232,17 +248,17 @@ mod tests {
             }],
             attempts: vec![
                 attempt(1, "epoll", 8.0),
-                attempt(1, "uring", 6.0),
-                attempt(2, "uring", 12.0),
+                attempt(1, "uring", 9.2),
+                attempt(2, "uring", 6.0),
                 attempt(2, "epoll", 10.0),
                 attempt(3, "epoll", 9.0),
-                attempt(3, "uring", 9.0),
+                attempt(3, "uring", 12.0),
             ],
             ..BenchReport::default()
         };
         let md = round_by_round(&report);
         assert!(
-            md.contains("| uring | rr-1000 | 0.75, 1.20, 1.00 | 1.00 |"),
+            md.contains("| uring | rr-1000 | 1.15, 0.60, 1.33 | 1.15 |"),
             "{md}"
         );
         assert_eq!(median(&[3.0, 1.0]), 2.0);

@@ -166,7 +166,12 @@ pub fn run_named(name: &str) -> Option<Run> {
 /// A model as the bench runs it: its name, perhaps with options (`uring
 /// --sqpoll`), so that variants of one model can be compared side by side;
 /// perhaps after the path of another build of `lab` (`/tmp/lab-before
-/// uring`), so that one model before and after a change can be.
+/// uring`), so that one model before and after a change can be. (The
+/// path can hold no space or comma: entries are split on both. What this
+/// build knows of the model — how many connections it can hold, whether
+/// it counts its calls — is taken for the other build's too, and the
+/// other build must take the options the bench adds: `--addr`,
+/// `--max-conns`, `--idle-timeout`, `--drain-timeout`.)
 #[derive(Clone)]
 struct Contender {
     model: &'static Model,
@@ -191,7 +196,10 @@ impl Contender {
             models::find(name).ok_or_else(|| io::Error::other(format!("no model named {name}")))?;
         if let Some(lab) = &lab {
             if !lab.is_file() {
-                return Err(io::Error::other(format!("{}: no such file", lab.display())));
+                return Err(io::Error::other(format!(
+                    "{}: no such file (a contender's first word with a slash is a lab executable)",
+                    lab.display()
+                )));
             }
         }
         Ok(Contender {
@@ -228,7 +236,7 @@ pub struct BenchArgs {
     pub saturate: bool,
 }
 
-/// A thread that spins on the server's CPU for as long as it lives.
+/// A process that spins on the server's CPU for as long as this lives.
 ///
 /// On a 2-core machine the generator, on its own core, is the bottleneck
 /// of most busy runs, and a server that keeps up sleeps whenever it has
