@@ -39,7 +39,9 @@
 //! Without `perf`, or where the kernel forbids it
 //! (`/proc/sys/kernel/perf_event_paranoid` above 1 for a user without
 //! `CAP_PERFMON` hides kernel frames), the command says what to install
-//! or set and fails before starting anything.
+//! or set and fails before starting anything. Where the kernel hides its
+//! symbols' addresses (`/proc/sys/kernel/kptr_restrict`), it warns and goes
+//! on: the kernel's frames will be addresses, not names.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -239,15 +241,7 @@ pub fn perf_problem() -> Option<String> {
                 .into(),
         );
     };
-    // The effective user id is the second field of `Uid:` in
-    // /proc/self/status.
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-            Some(line.split_whitespace().nth(2)? == "0")
-        })
-        .unwrap_or(false);
+    let root = effective_root();
     let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok());
@@ -263,6 +257,35 @@ pub fn perf_problem() -> Option<String> {
              or allow it until the next boot with `sudo sysctl kernel.perf_event_paranoid=1`."
         )),
         Some(_) => None,
+    }
+}
+
+/// Whether we run as root: the effective user id is the second field of
+/// `Uid:` in /proc/self/status.
+fn effective_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            Some(line.split_whitespace().nth(2)? == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// A warning for a machine whose kernel hides its symbols' addresses
+/// (`/proc/sys/kernel/kptr_restrict`): perf then cannot name kernel
+/// functions, the kernel's frames are bare addresses, and the line that
+/// divides the kernel's samples by what it did puts them all in "other".
+/// At 1 only a user without `CAP_SYSLOG` is refused (root has it); at 2
+/// everyone is.
+fn kernel_symbols_hidden(kptr_restrict: Option<i32>, root: bool) -> Option<String> {
+    match kptr_restrict {
+        Some(level) if level >= 2 || (level == 1 && !root) => Some(format!(
+            "warning: /proc/sys/kernel/kptr_restrict is {level}: perf cannot name kernel \
+             functions, so the kernel's frames will be addresses and its samples \
+             \"other\". Allow it until the next boot with `sudo sysctl kernel.kptr_restrict=0`."
+        )),
+        _ => None,
     }
 }
 
@@ -283,6 +306,12 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 pub fn run(args: &ProfileArgs) -> io::Result<ProfileReport> {
     if let Some(problem) = perf_problem() {
         return Err(io::Error::other(problem));
+    }
+    let kptr_restrict = std::fs::read_to_string("/proc/sys/kernel/kptr_restrict")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    if let Some(warning) = kernel_symbols_hidden(kptr_restrict, effective_root()) {
+        eprintln!("lab profile: {warning}");
     }
     let model = args.model.join(" ");
     // Before anything is written: `--out` may be inside the repository, and
@@ -706,6 +735,18 @@ pub fn print(report: &ProfileReport, out: &Path, mut to: impl Write) -> io::Resu
 
 #[cfg(test)]
 mod tests {
+
+    /// Hidden kernel symbols are warned of exactly when perf could not
+    /// read them: at 2 for everyone, at 1 for all but root.
+    #[test]
+    fn hidden_kernel_symbols_are_warned_of() {
+        assert!(kernel_symbols_hidden(Some(2), true).is_some());
+        assert!(kernel_symbols_hidden(Some(1), false).is_some());
+        assert!(kernel_symbols_hidden(Some(1), true).is_none());
+        assert!(kernel_symbols_hidden(Some(0), false).is_none());
+        assert!(kernel_symbols_hidden(None, false).is_none());
+    }
+
     use super::*;
 
     #[test]
