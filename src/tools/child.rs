@@ -64,22 +64,8 @@ impl ServerProcess {
             .stderr(Stdio::piped());
         // The server must not outlive us: a `lab demo` or `lab bench`
         // killed with SIGKILL (by a test's deadline, say) would otherwise
-        // leave it serving for ever. (The parent that counts is the thread
-        // that spawns, and both spawn from their main thread.)
-        let parent = std::process::id() as libc::pid_t;
-        use std::os::unix::process::CommandExt;
-        // SAFETY: between fork and exec the closure makes only
-        // async-signal-safe system calls (prctl, getppid, raise,
-        // sched_setaffinity) on values on its own stack; it allocates nothing.
-        unsafe {
-            command.pre_exec(move || {
-                crate::sys::die_with_parent(parent);
-                if pin {
-                    pin_self(0);
-                }
-                Ok(())
-            });
-        }
+        // leave it serving for ever.
+        tie_to_us(&mut command, pin.then_some(0));
         let mut child = command.spawn()?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, lines) = mpsc::channel();
@@ -220,6 +206,27 @@ impl Drop for ServerProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Makes the process `command` will start die with this one (SIGTERM when
+/// we end, even by SIGKILL), and pins it to `cpu` if given, before it
+/// runs anything. (The parent that counts is the thread that spawns: spawn
+/// from a thread that lives as long as the child should.)
+pub fn tie_to_us(command: &mut Command, cpu: Option<usize>) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec the closure makes only
+    // async-signal-safe system calls (prctl, getppid, raise,
+    // sched_setaffinity) on values on its own stack; it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            crate::sys::die_with_parent(parent);
+            if let Some(cpu) = cpu {
+                pin_self(cpu);
+            }
+            Ok(())
+        });
     }
 }
 

@@ -22,6 +22,11 @@ pub(super) fn us(v: f64) -> String {
     }
 }
 
+/// `v` with `decimals` places, or "n/a" when it was not measured.
+fn fixed(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.decimals$}"))
+}
+
 /// The report as Markdown, showing the `charts` written beside it.
 pub(super) fn markdown(report: &BenchReport, charts: &[String]) -> String {
     let m = &report.machine;
@@ -78,7 +83,6 @@ pub(super) fn markdown(report: &BenchReport, charts: &[String]) -> String {
             )),
             (None, Some(load)) => {
                 let l = &load.latency_us;
-                let opt = |v: Option<f64>, d: usize| v.map_or("n/a".into(), |v| format!("{v:.d$}"));
                 let range = match (cpu_ranges, row.cpu_spread) {
                     (false, _) => String::new(),
                     (true, Some((low, high))) => format!(" {low:.2}–{high:.2} |"),
@@ -96,9 +100,9 @@ pub(super) fn markdown(report: &BenchReport, charts: &[String]) -> String {
                     us(l.max),
                     load.per_conn.min,
                     load.per_conn.max,
-                    opt(row.cpu_us_per_request, 2),
-                    opt(row.syscalls_per_request, 2),
-                    opt(row.kib_per_conn, 1),
+                    fixed(row.cpu_us_per_request, 2),
+                    fixed(row.syscalls_per_request, 2),
+                    fixed(row.kib_per_conn, 1),
                     load.cpu_share * 100.0,
                     row.errors
                 ));
@@ -115,7 +119,6 @@ pub(super) fn markdown(report: &BenchReport, charts: &[String]) -> String {
              | round | model | run | req/s | server CPU µs/req | syscalls/req | errors |\n\
              |--:|---|---|--:|--:|--:|--:|\n",
         );
-        let opt = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.2}"));
         for a in &report.attempts {
             md.push_str(&format!(
                 "| {} | {} | {} | {:.0} | {} | {} | {} |\n",
@@ -123,8 +126,8 @@ pub(super) fn markdown(report: &BenchReport, charts: &[String]) -> String {
                 a.model,
                 a.run,
                 a.requests_per_s,
-                opt(a.cpu_us_per_request),
-                opt(a.syscalls_per_request),
+                fixed(a.cpu_us_per_request, 2),
+                fixed(a.syscalls_per_request, 2),
                 a.errors
             ));
         }

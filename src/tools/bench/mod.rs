@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::models::{self, Capacity, Model};
-use crate::tools::child::{pin_self, tree_cpu_seconds, tree_memory_kib, ServerProcess};
+use crate::tools::child::{pin_self, tie_to_us, tree_cpu_seconds, tree_memory_kib, ServerProcess};
 use crate::tools::load::{self, LoadArgs};
 
 pub mod book;
@@ -255,22 +255,11 @@ struct Neighbour {
 
 impl Neighbour {
     fn start(cpu: usize) -> io::Result<Neighbour> {
-        use std::os::unix::process::CommandExt;
         let mut command = std::process::Command::new("sh");
         command
             .args(["-c", "while :; do :; done"])
             .stdin(std::process::Stdio::null());
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: between fork and exec the closure makes only
-        // async-signal-safe system calls (prctl, getppid, raise,
-        // sched_setaffinity) on values on its own stack; it allocates nothing.
-        unsafe {
-            command.pre_exec(move || {
-                crate::sys::die_with_parent(parent);
-                pin_self(cpu);
-                Ok(())
-            });
-        }
+        tie_to_us(&mut command, Some(cpu));
         Ok(Neighbour {
             spinner: command.spawn()?,
         })
