@@ -737,6 +737,7 @@ pub fn print(report: &ProfileReport, out: &Path, mut to: impl Write) -> io::Resu
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     /// Hidden kernel symbols are warned of exactly when perf could not
     /// read them: at 2 for everyone, at 1 for all but root.
@@ -748,8 +749,6 @@ mod tests {
         assert!(kernel_symbols_hidden(Some(0), false).is_none());
         assert!(kernel_symbols_hidden(None, false).is_none());
     }
-
-    use super::*;
 
     #[test]
     fn split_classifies_by_innermost_frame() {
